@@ -1,0 +1,260 @@
+"""The ``kb`` command line: serve, ingest, search, status, rm, reindex, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.settings import Settings
+from ingest.loaders import SUPPORTED_EXTENSIONS
+from ingest.pipeline import FAILED, Outcome, Source
+from retrieval.errors import KbError
+
+EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kb`` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _error(f"invalid settings: {_settings_problem(exc)}")
+    try:
+        code: int = args.run(settings, args)
+        return code
+    except KbError as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        print("\ninterrupted: documents in flight were rolled back; finished ones are kept",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _error(message: str) -> int:
+    print(f"kb: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    return "; ".join(
+        f"KB_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kb", description="Private RAG knowledge base.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    p = sub.add_parser("serve", help="start the HTTP API")
+    p.add_argument("--host", help="bind address (default KB_HOST)")
+    p.add_argument("--port", type=int, help="port (default KB_PORT)")
+    p.set_defaults(run=cmd_serve)
+    p = sub.add_parser("ingest", help="ingest files and folders (recursively)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.set_defaults(run=cmd_ingest)
+    p = sub.add_parser("search", help="search the knowledge base")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_search)
+    p = sub.add_parser("status", help="counts, settings and failed documents")
+    p.add_argument("--all", action="store_true", help="list every document")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_status)
+    p = sub.add_parser("rm", help="remove documents by id or file name")
+    p.add_argument("refs", nargs="+", metavar="DOC")
+    p.set_defaults(run=cmd_rm)
+    p = sub.add_parser("reindex", help="re-embed every document with the current settings")
+    p.set_defaults(run=cmd_reindex)
+    p = sub.add_parser("eval", help="retrieval quality on a BEIR data set")
+    p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    p.add_argument("--split", default="train", help="qrels split (default train)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_eval)
+    return parser
+
+
+def _open(settings: Settings) -> Any:
+    from app.service import open_knowledge_base  # heavy imports only when needed
+
+    return open_knowledge_base(settings)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the API with uvicorn."""
+    import uvicorn
+
+    from app.main import create_app
+
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"kb: serving on http://{host}:{port} (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    return 0
+
+
+def collect_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Files to ingest from PATH arguments, and those skipped in folders (unsupported type).
+
+    A file named explicitly is always tried, so its error is reported; inside a
+    folder, files with unsupported extensions and hidden files are skipped.
+    """
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise KbError(f"{path}: no such file or folder")
+        if path.is_file():
+            files.append(path)
+            continue
+        for found in sorted(p for p in path.rglob("*") if p.is_file()):
+            hidden = any(part.startswith(".") for part in found.relative_to(path).parts)
+            wanted = found.suffix.lower() in SUPPORTED_EXTENSIONS and not hidden
+            (files if wanted else skipped).append(found)
+    return files, skipped
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    """Ingest with a progress bar, then print a summary; exit 1 if any file failed."""
+    files, skipped = collect_files(args.paths)
+    sources = [Source(f"file:{p.resolve()}", p.name, p) for p in files]
+    kb = _open(settings)
+    try:
+        with _progress(len(sources), "ingest") as tick:
+            outcomes = kb.ingest(sources, tick)
+    finally:
+        kb.close()
+    _print_summary(outcomes, len(skipped))
+    return EXIT_FAILED if any(o.status == FAILED for o in outcomes) else 0
+
+
+def _progress(total: int, label: str) -> Any:
+    """A tqdm bar (on stderr) and a callback advancing it per outcome."""
+    from contextlib import contextmanager
+
+    from tqdm import tqdm
+
+    @contextmanager
+    def bar() -> Iterator[Callable[[Outcome], None]]:
+        with tqdm(total=total, desc=label, unit="file", file=sys.stderr, leave=True) as t:
+            def tick(outcome: Outcome) -> None:
+                t.update(1)
+                t.set_postfix_str(outcome.source[-30:], refresh=False)
+            yield tick
+
+    return bar()
+
+
+def _print_summary(outcomes: list[Outcome], skipped: int) -> None:
+    counts = Counter(o.status for o in outcomes)
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("added", "updated", "unchanged", "failed")]
+    if skipped:
+        parts.append(f"{skipped} skipped (unsupported type in folder)")
+    print(", ".join(parts))
+    for o in outcomes:
+        if o.status == FAILED:
+            print(f"  failed: {o.source}: {o.error}")
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the best chunks for a query."""
+    kb = _open(settings)
+    try:
+        hits = kb.search(args.query, args.k)
+    finally:
+        kb.close()
+    if args.json:
+        print(json.dumps({"results": [_hit_json(h) for h in hits]}, ensure_ascii=False, indent=2))
+        return 0
+    for rank, h in enumerate(hits, 1):
+        where = f"{h.source}" + (f", page {h.page}" if h.page else "")
+        text = " ".join(h.text.split())
+        print(f"{rank}. [{h.score:.3f}] {where}\n   {text[:300]}")
+    if not hits:
+        print("no results (is anything ingested? see `kb status`)")
+    return 0
+
+
+def _hit_json(h: Any) -> dict[str, Any]:
+    keys = ("document_id", "source", "page", "chunk_index", "text", "score", "section")
+    return {k: getattr(h, k) for k in keys}
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Counts, settings and the documents that failed."""
+    kb = _open(settings)
+    try:
+        summary = kb.status()
+        docs = kb.catalog.documents(None if args.all else "failed")
+    finally:
+        kb.close()
+    if args.json:
+        rows = [{"id": d.id, "source": d.source, "status": d.status, "chunks": d.chunks,
+                 "error": d.error} for d in docs]
+        print(json.dumps({"status": summary, "documents": rows}, indent=2))
+        return 0
+    for key, value in summary.items():
+        print(f"{key:>20}: {value}")
+    for d in docs:
+        reason = f"  ({d.error})" if d.error else ""
+        print(f"  {d.id}  {d.status:<8} {d.chunks:>6}  {d.source}{reason}")
+    return 0
+
+
+def cmd_rm(settings: Settings, args: argparse.Namespace) -> int:
+    """Remove documents; exit 1 if any reference matched nothing."""
+    kb = _open(settings)
+    missing = 0
+    try:
+        for ref in args.refs:
+            try:
+                for doc in kb.remove(ref):
+                    print(f"removed {doc.source} ({doc.id})")
+            except KbError as exc:
+                print(f"kb: {exc}", file=sys.stderr)
+                missing += 1
+    finally:
+        kb.close()
+    return EXIT_FAILED if missing else 0
+
+
+def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    """Re-embed everything into a new collection and switch to it when complete."""
+    kb = _open(settings)
+    try:
+        total = kb.catalog.counts().get("documents_indexed", 0)
+        with _progress(total, "reindex") as tick:
+            outcomes = kb.reindex(tick)
+    finally:
+        kb.close()
+    print(f"re-indexed {len(outcomes)} documents into {kb.store.name}")
+    return 0
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    """Index a BEIR corpus in its own data directory and score retrieval."""
+    from app.evaluate import run_eval
+
+    scores = run_eval(settings, args.dataset, args.split)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        for name, value in scores.items():
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            print(f"{name:>12}: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

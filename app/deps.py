@@ -1,0 +1,51 @@
+"""Request dependencies: the service objects built in the lifespan, and auth."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from app.jobs import JobRunner
+from app.service import KnowledgeBase
+from app.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_kb(request: Request) -> KnowledgeBase:
+    """The knowledge base opened at start-up."""
+    kb: KnowledgeBase = request.app.state.kb
+    return kb
+
+
+def get_jobs(request: Request) -> JobRunner:
+    """The background job runner."""
+    jobs: JobRunner = request.app.state.jobs
+    return jobs
+
+
+def require_api_key(request: Request) -> None:
+    """When KB_API_KEY is set, every API call needs ``Authorization: Bearer <key>``."""
+    key = get_settings(request).api_key
+    if key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        token.strip().encode(), key.get_secret_value().encode()
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong API key: send 'Authorization: Bearer <KB_API_KEY>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+KbDep = Annotated[KnowledgeBase, Depends(get_kb)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]

@@ -1,0 +1,86 @@
+"""Background jobs: uploads and re-indexing run on one worker thread, one at a time.
+
+One worker is enough: embedding uses every core, and a single writer keeps
+the catalog and the store in step. Job state lives in the catalog, so a job
+can be read back by id from any request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from app.service import KnowledgeBase
+from ingest.catalog import Job
+from ingest.pipeline import Outcome, Source
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[Callable[[Outcome], None]], list[Outcome]]
+
+
+class JobRunner:
+    """Queues work, runs it in order and records progress per file."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+        self._queue: queue.Queue[tuple[str, Work, list[Path]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="kb-jobs", daemon=True)
+        self._thread.start()
+
+    def ingest(self, sources: list[Source], cleanup: list[Path]) -> Job:
+        """Queue an ingest of ``sources``; ``cleanup`` files are deleted afterwards."""
+        return self._submit(
+            "ingest", len(sources), lambda report: self.kb.ingest(sources, report), cleanup
+        )
+
+    def reindex(self) -> Job:
+        """Queue a re-index of every document."""
+        total = self.kb.catalog.counts().get("documents_indexed", 0)
+        return self._submit("reindex", total, lambda report: self.kb.reindex(report), [])
+
+    def get(self, job_id: str) -> Job | None:
+        """A job by id."""
+        return self.kb.catalog.get_job(job_id)
+
+    def close(self, timeout: float = 30) -> None:
+        """Finish the current job and stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _submit(self, kind: str, total: int, work: Work, cleanup: list[Path]) -> Job:
+        job = Job(id=uuid.uuid4().hex, kind=kind, status="queued", total=total, results=[])
+        self.kb.catalog.create_job(job)
+        self._queue.put((job.id, work, cleanup))
+        return self.kb.catalog.get_job(job.id) or job
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            job_id, work, cleanup = item
+            try:
+                self._run(job_id, work)
+            finally:
+                for path in cleanup:
+                    path.unlink(missing_ok=True)
+
+    def _run(self, job_id: str, work: Work) -> None:
+        catalog = self.kb.catalog
+        catalog.update_job(job_id, status="running")
+        results: list[dict[str, object]] = []
+
+        def report(outcome: Outcome) -> None:
+            results.append(asdict(outcome))
+            catalog.update_job(job_id, done=len(results), results=results)
+
+        try:
+            work(report)
+        except Exception as exc:  # the job fails as a whole, with the reason
+            log.exception("job %s failed", job_id)
+            catalog.update_job(job_id, status="failed", error=str(exc))
+            return
+        catalog.update_job(job_id, status="done")

@@ -1,0 +1,90 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.jobs import JobRunner
+from app.metrics import Metrics
+from app.routers import documents, health, jobs, search
+from app.service import open_knowledge_base
+from app.settings import Settings
+from retrieval.errors import (
+    ConfigurationError,
+    DataDirBusy,
+    DocumentNotFound,
+    InvalidDocument,
+    KbError,
+    LimitExceeded,
+    UnsupportedFileType,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger("kb")
+
+# Most specific first: the first matching class decides the status code.
+STATUS_BY_ERROR: list[tuple[type[KbError], int]] = [
+    (LimitExceeded, 413),
+    (UnsupportedFileType, 415),
+    (InvalidDocument, 422),
+    (DocumentNotFound, 404),
+    (UpstreamUnavailable, 503),
+    (DataDirBusy, 503),
+    (ConfigurationError, 409),
+]
+
+
+def status_for(error: KbError) -> int:
+    """HTTP status for a domain error."""
+    return next((code for cls, code in STATUS_BY_ERROR if isinstance(error, cls)), 500)
+
+
+async def kb_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Domain errors become JSON with the message and the error's name."""
+    assert isinstance(exc, KbError)
+    return JSONResponse(
+        {"detail": str(exc), "error": type(exc).__name__}, status_code=status_for(exc)
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the knowledge base and the job worker; close them on shutdown."""
+    try:
+        kb = open_knowledge_base(app.state.settings)
+    except KbError as exc:
+        log.error("kb cannot start: %s", exc)
+        raise
+    app.state.kb = kb
+    app.state.jobs = JobRunner(kb)
+    try:
+        yield
+    finally:
+        app.state.jobs.close()
+        kb.close()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A kb API app for these settings; the service itself opens in the lifespan."""
+    from app.deps import require_api_key
+
+    app = FastAPI(
+        title="kb",
+        summary="Private RAG knowledge base: ingest PDF/TXT/DOCX, search with citations.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.middleware("http")(app.state.metrics.middleware)
+    app.add_exception_handler(KbError, kb_error_handler)
+    secured = [Depends(require_api_key)]
+    for module in (search, documents, jobs):
+        app.include_router(module.router, dependencies=secured)
+    app.include_router(health.router)
+    return app

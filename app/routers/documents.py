@@ -1,0 +1,88 @@
+"""Upload, list, read and delete documents."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.deps import JobsDep, KbDep, SettingsDep
+from app.routers.jobs import JobView
+from app.uploads import BadUpload, UploadTooLarge, receive_files
+from ingest.catalog import Document
+from ingest.pipeline import Source
+from retrieval.errors import DocumentNotFound
+
+router = APIRouter(prefix="/v1", tags=["documents"])
+
+
+class DocumentView(BaseModel):
+    """A document in the catalog."""
+
+    id: str
+    source: str
+    type: str
+    size: int
+    status: str
+    error: str | None
+    chunks: int
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, doc: Document) -> DocumentView:
+        """From a catalog row."""
+        return cls.model_validate(doc, from_attributes=True)
+
+
+class DocumentList(BaseModel):
+    """All documents."""
+
+    documents: list[DocumentView]
+
+
+@router.post("/documents", status_code=status.HTTP_202_ACCEPTED)
+async def upload(request: Request, kb: KbDep, jobs: JobsDep, settings: SettingsDep) -> JSONResponse:
+    """Upload one or more files (multipart field ``files``); they are ingested in a background job.
+
+    A file with the same name as an earlier upload replaces it. Poll the returned job.
+    """
+    folder = kb.data_dir / "uploads"
+    try:
+        files = await receive_files(
+            request.headers.get("content-type", ""), request.stream(), folder,
+            settings.max_file_bytes,
+        )
+    except UploadTooLarge as exc:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc)) from exc
+    except BadUpload as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    sources = [Source(f"upload:{f.filename}", f.filename, f.path) for f in files]
+    job = jobs.ingest(sources, cleanup=[f.path for f in files])
+    view = JobView.of(job)
+    return JSONResponse(
+        view.model_dump(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+    )
+
+
+@router.get("/documents")
+def list_documents(kb: KbDep) -> DocumentList:
+    """Every document with its status (indexed, or failed with the reason)."""
+    return DocumentList(documents=[DocumentView.of(d) for d in kb.catalog.documents()])
+
+
+@router.get("/documents/{document_id}")
+def get_document(document_id: str, kb: KbDep) -> DocumentView:
+    """One document by id."""
+    doc = kb.catalog.get(document_id)
+    if doc is None:
+        raise DocumentNotFound(f"no document with id {document_id!r}; list them at /v1/documents")
+    return DocumentView.of(doc)
+
+
+@router.delete("/documents/{document_id}")
+def delete_document(document_id: str, kb: KbDep) -> DocumentView:
+    """Delete a document and all its vectors."""
+    if kb.catalog.get(document_id) is None:
+        raise DocumentNotFound(f"no document with id {document_id!r}; list them at /v1/documents")
+    return DocumentView.of(kb.remove(document_id)[0])

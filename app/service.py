@@ -1,0 +1,255 @@
+"""The knowledge base service: one object that the CLI and the API both drive."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from app.settings import MB, Settings
+from ingest.catalog import INDEXED, Catalog, Document
+from ingest.chunking import Chunker, ChunkSettings
+from ingest.loaders import PARSER_VERSION, Limits
+from ingest.originals import Originals
+from ingest.pipeline import FAILED, UPDATED, CatalogCommitter, Outcome, Pipeline, Source
+from retrieval.embedders import Embedder, make_embedder
+from retrieval.errors import ConfigurationError, DataDirBusy, DocumentNotFound, KbError
+from retrieval.search import dense_search
+from retrieval.store import ChromaBackend, ChromaStore
+from retrieval.types import Hit
+
+
+class KnowledgeBase:
+    """Catalog, originals, embedder and vector store behind one data directory."""
+
+    def __init__(
+        self, *, data_dir: Path, embedder: Embedder, backend: ChromaBackend, limits: Limits,
+        chunking: ChunkSettings, batch_size: int = 64,
+    ) -> None:
+        self.data_dir, self.embedder, self.backend = data_dir, embedder, backend
+        self.limits, self.batch_size = limits, batch_size
+        self._lock_file = _lock_data_dir(data_dir)
+        self.catalog = Catalog(data_dir / "catalog.sqlite3")
+        self.originals = Originals(data_dir / "originals")
+        fitted = chunking.fitted(embedder.max_tokens, embedder.special_tokens)
+        self.chunker = Chunker(fitted, embedder.count_tokens)
+        self.embedding_id = f"{embedder.name}:{embedder.dimension}"
+        self.fingerprint = _fingerprint(self.embedding_id, fitted)
+        self.write_lock = threading.RLock()  # one writer: ingest, remove and re-index
+        self.store = self._active_store()
+        self.recover()
+
+    def close(self) -> None:
+        """Release the catalog and the data-directory lock."""
+        self.catalog.close()
+        self._lock_file.close()
+
+    # -- start-up -----------------------------------------------------------
+
+    def _active_store(self) -> ChromaStore:
+        name = self.catalog.get_meta("collection")
+        stored_id = self.catalog.get_meta("embedding")
+        if name and stored_id != self.embedding_id and not self.catalog.counts().get("chunks"):
+            self.backend.drop(name)  # empty index built for another model: start afresh
+            name = None
+        if not name:
+            name = _new_collection_name()
+            self.catalog.set_meta("collection", name)
+            self.catalog.set_meta("embedding", self.embedding_id)
+        return self.backend.open(name)
+
+    def recover(self) -> None:
+        """Finish what an interrupted process left: stray vectors, partial re-index, jobs."""
+        for doc_id, generation in self.catalog.pending():
+            self.store.delete(doc_id, generation)
+            self.catalog.done(doc_id, generation)
+        leftover = self.catalog.get_meta("reindex_collection")
+        if leftover:
+            self.backend.drop(leftover)
+            self.catalog.set_meta("reindex_collection", None)
+        self.originals.sweep_incoming()
+        self.catalog.interrupt_jobs()
+
+    def check_embedding(self) -> None:
+        """Refuse to mix vectors of two models in one collection."""
+        stored = self.catalog.get_meta("embedding")
+        if stored != self.embedding_id:
+            raise ConfigurationError(
+                f"the index was built with embedding model {stored} but the service now uses "
+                f"{self.embedding_id}; run `kb reindex` to re-embed every document"
+            )
+
+    # -- operations ----------------------------------------------------------
+
+    def ingest(
+        self, sources: Iterable[Source], on_outcome: Callable[[Outcome], None] | None = None
+    ) -> list[Outcome]:
+        """Ingest files; identical content is skipped, changed content replaced."""
+        self.check_embedding()
+        with self.write_lock:
+            return self._pipeline(self.store, CatalogCommitter(self.catalog, self.store)).run(
+                sources, on_outcome
+            )
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """The ``k`` chunks most similar to ``query``, best first."""
+        self.check_embedding()
+        vector = self.embedder.embed_query(query)
+        return dense_search(self.store, vector, k, self.catalog.current_generations)
+
+    def remove(self, ref: str) -> list[Document]:
+        """Delete the documents whose id, key or source name is ``ref``, vectors included."""
+        docs = self.catalog.find(ref)
+        if not docs:
+            raise DocumentNotFound(f"no document with id or name {ref!r}; see `kb status`")
+        with self.write_lock:
+            for doc in docs:
+                generation = self.catalog.remove(doc.id)
+                if generation is not None:
+                    self.store.delete(doc.id, generation)
+                    self.catalog.done(doc.id, generation)
+                if not self.catalog.find_hash(doc.content_hash):
+                    self.originals.discard(doc.content_hash)
+        return docs
+
+    def reindex(self, on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+        """Re-embed every document into a new collection; switch only when all succeeded."""
+        with self.write_lock:
+            name = _new_collection_name()
+            self.catalog.set_meta("reindex_collection", name)
+            store = self.backend.open(name)
+            committer = CollectingCommitter(self.catalog)
+            try:
+                outcomes = self._pipeline(store, committer).run(
+                    self._reindex_sources(), on_outcome, force=True
+                )
+                _raise_if_failed(outcomes)
+            except BaseException:
+                self.backend.drop(name)
+                self.catalog.set_meta("reindex_collection", None)
+                raise
+            old = self.store.name
+            self.catalog.switch_collection(name, committer.docs)
+            self.catalog.set_meta("embedding", self.embedding_id)
+            self.store = store
+            self.backend.drop(old)
+            return outcomes
+
+    def status(self) -> dict[str, Any]:
+        """Counts and configuration, for `kb status` and the API."""
+        return {
+            "data_dir": str(self.data_dir),
+            "embedding_model": self.embedder.name,
+            "dimension": self.embedder.dimension,
+            "chunk_tokens": self.chunker.settings.tokens,
+            "chunk_overlap": self.chunker.settings.overlap,
+            "collection": self.store.name,
+            "vectors": self.store.count(),
+            "pending_writes": len(self.catalog.pending()),
+            **self.catalog.counts(),
+        }
+
+    def _pipeline(self, store: ChromaStore, committer: Any) -> Pipeline:
+        return Pipeline(
+            catalog=self.catalog, store=store, embedder=self.embedder, chunker=self.chunker,
+            originals=self.originals, limits=self.limits, fingerprint=self.fingerprint,
+            committer=committer, batch_size=self.batch_size,
+        )
+
+    def _reindex_sources(self) -> list[Source]:
+        return [
+            Source(d.key, d.source, self.originals.path(d.content_hash), d.owner)
+            for d in self.catalog.documents(INDEXED)
+        ]
+
+
+class CollectingCommitter:
+    """Re-index: chunks keep their generation; the catalog changes only at the switch."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.docs: list[Document] = []
+
+    def generation(self, document_id: str) -> int:
+        """The document's current generation, so search filters keep working after the switch."""
+        doc = self.catalog.get(document_id)
+        return doc.generation if doc else 1
+
+    def begin(self, doc: Document) -> None:
+        """Nothing to record: a failed re-index drops the whole new collection."""
+
+    def commit(self, doc: Document) -> str:
+        """Remember the document's new chunk count and fingerprint."""
+        self.docs.append(doc)
+        return UPDATED
+
+    def abort(self, doc: Document) -> None:
+        """Nothing to undo per document (see ``begin``)."""
+
+
+def _raise_if_failed(outcomes: list[Outcome]) -> None:
+    failed = [o for o in outcomes if o.status == FAILED]
+    if failed:
+        detail = "; ".join(f"{o.source}: {o.error}" for o in failed[:5])
+        raise KbError(
+            f"re-index stopped: {len(failed)} document(s) failed ({detail}); "
+            "the previous index is unchanged and still in use"
+        )
+
+
+def _fingerprint(embedding_id: str, chunking: ChunkSettings) -> str:
+    """What produced a document's vectors; a change re-embeds it on the next ingest."""
+    spec = {"parser": PARSER_VERSION, "embedding": embedding_id,
+            "chunk_tokens": chunking.tokens, "chunk_overlap": chunking.overlap}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _new_collection_name() -> str:
+    return f"kb-{uuid.uuid4().hex[:12]}"
+
+
+def _lock_data_dir(data_dir: Path) -> Any:
+    """Hold an exclusive lock: embedded Chroma and the catalog allow one process."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "kb.lock", "a+")  # noqa: SIM115 - held for the object's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise DataDirBusy(
+            f"data directory {data_dir} is in use by another kb process (pid {holder}), "
+            "e.g. `kb serve`; stop it, or use its HTTP API instead"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def open_knowledge_base(settings: Settings) -> KnowledgeBase:
+    """Build the service from settings (the only place besides the CLI that reads them)."""
+    embedder = make_embedder(
+        settings.embedding_url, settings.embedding_model,
+        dimensions=settings.embedding_dimensions, query_instruction=settings.query_instruction,
+    )
+    data_dir = settings.data_dir.expanduser().resolve()
+    backend = ChromaBackend(path=data_dir / "chroma", url=settings.chroma_url)
+    limits = Limits(
+        max_file_bytes=settings.max_file_bytes,
+        max_docx_uncompressed_bytes=int(settings.max_docx_uncompressed_mb * MB),
+        max_pages=settings.max_pages,
+        max_chars=settings.max_chars,
+    )
+    chunking = ChunkSettings(tokens=settings.chunk_tokens, overlap=settings.chunk_overlap)
+    return KnowledgeBase(
+        data_dir=data_dir, embedder=embedder, backend=backend, limits=limits,
+        chunking=chunking, batch_size=settings.embed_batch_size,
+    )

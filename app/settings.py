@@ -1,0 +1,50 @@
+"""Settings: read once from the environment (prefix ``KB_``) and an optional ``.env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MB = 2**20
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see the README for each one."""
+
+    model_config = SettingsConfigDict(env_prefix="KB_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    embedding_url: str | None = None
+    embedding_model: str | None = None
+    embedding_dimensions: int | None = Field(default=None, gt=0)
+    query_instruction: str | None = None
+    chroma_url: str | None = None
+    llm_url: str | None = None
+    llm_model: str | None = None
+    api_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    chunk_tokens: int = Field(default=256, ge=16, description="chunk size in model tokens")
+    chunk_overlap: int = Field(default=32, ge=0)
+    embed_batch_size: int = Field(default=64, ge=1, description="chunks per embedding call")
+    max_file_mb: float = Field(default=200, gt=0)
+    max_docx_uncompressed_mb: float = Field(default=512, gt=0)
+    max_pages: int = Field(default=5000, gt=0)
+    max_chars: int = Field(default=300_000_000, gt=0)
+
+    @field_validator(
+        "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
+        "llm_model", "embedding_dimensions", "api_key", mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (``KB_X=``) means unset, as in docker-compose files."""
+        return None if value == "" else value
+
+    @property
+    def max_file_bytes(self) -> int:
+        """Largest accepted file, in bytes."""
+        return int(self.max_file_mb * MB)

@@ -1,0 +1,1 @@
+"""Loaders, chunking, the catalog and the ingest pipeline."""

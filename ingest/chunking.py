@@ -1,0 +1,74 @@
+"""Chunking: segments of extracted text into token-sized, overlapping chunks.
+
+Sizes are counted in the embedding model's own tokens, so a chunk never
+exceeds what the model accepts. Chunks never cross a segment, and so never
+cross a PDF page: every chunk's page is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from retrieval.types import Chunk, Segment
+
+# Paragraphs, lines, sentences, clauses, words, then characters as a last resort.
+SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How documents are cut; part of every document's fingerprint."""
+
+    tokens: int = 256
+    overlap: int = 32
+
+    def fitted(self, model_max_tokens: int, special_tokens: int) -> ChunkSettings:
+        """These settings capped to what the model accepts."""
+        limit = max(16, model_max_tokens - special_tokens)
+        tokens = min(self.tokens, limit)
+        return ChunkSettings(tokens=tokens, overlap=min(self.overlap, tokens // 4))
+
+
+class Chunker:
+    """Splits segments with langchain's recursive splitter, sized in model tokens."""
+
+    def __init__(self, settings: ChunkSettings, count_tokens: Callable[[str], int]) -> None:
+        self.settings = settings
+        self._splitter = RecursiveCharacterTextSplitter(
+            chunk_size=settings.tokens,
+            chunk_overlap=settings.overlap,
+            length_function=count_tokens,
+            separators=SEPARATORS,
+            keep_separator="end",
+            add_start_index=True,
+        )
+
+    def split(self, text: str) -> Iterator[tuple[int, str]]:
+        """(start offset, chunk text) pairs for one piece of text."""
+        for doc in self._splitter.create_documents([text]):
+            if doc.page_content.strip():
+                yield int(doc.metadata["start_index"]), doc.page_content
+
+    def chunks(
+        self, segments: Iterable[Segment], *, document_id: str, source: str, generation: int
+    ) -> Iterator[Chunk]:
+        """Chunks of a document, numbered in order, with page, section and offsets."""
+        index = 0
+        for segment in segments:
+            for start, text in self.split(segment.text):
+                begin = segment.offset + start
+                yield Chunk(
+                    document_id=document_id,
+                    source=source,
+                    chunk_index=index,
+                    text=text,
+                    start=begin,
+                    end=begin + len(text),
+                    page=segment.page,
+                    section=segment.section,
+                    generation=generation,
+                )
+                index += 1

@@ -1,0 +1,322 @@
+"""The ingest pipeline: parse → chunk → embed → write, shared by the CLI and the API.
+
+A producer thread hashes, stores, parses and chunks files while the calling
+thread embeds chunks in batches that span documents and writes them. A
+document becomes visible only when all its chunks are written (see
+``ingest.catalog`` for the write protocol); a file that fails leaves nothing
+behind and the batch goes on. On any other error, or Ctrl-C, the documents
+in flight are rolled back before the error propagates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ingest.catalog import INDEXED, Catalog, Document
+from ingest.chunking import Chunker
+from ingest.loaders import Limits, detect_type, load
+from ingest.originals import Originals
+from retrieval.embedders import Embedder
+from retrieval.errors import InvalidDocument
+from retrieval.store import VectorStore
+from retrieval.types import Chunk
+
+log = logging.getLogger(__name__)
+
+ADDED, UPDATED, UNCHANGED, FAILED = "added", "updated", "unchanged", "failed"
+QUEUE_DEPTH = 512
+HEAD_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to ingest: ``key`` is its identity (re-ingesting a key replaces it)."""
+
+    key: str
+    name: str
+    path: Path
+    owner: str | None = None
+
+    @property
+    def document_id(self) -> str:
+        """Stable id derived from the key."""
+        return document_id(self.key)
+
+
+def document_id(key: str) -> str:
+    """The document id for a key: short, stable, URL-safe."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Outcome:
+    """What happened to one file."""
+
+    source: str
+    status: str
+    document_id: str
+    chunks: int = 0
+    error: str | None = None
+
+
+class Committer(Protocol):
+    """How finished documents become visible (normal ingest or re-index)."""
+
+    def generation(self, document_id: str) -> int:
+        """Generation to stamp on the document's new chunks."""
+
+    def begin(self, doc: Document) -> None:
+        """Before the first chunk of ``doc`` is written."""
+
+    def commit(self, doc: Document) -> str:
+        """All chunks written: make ``doc`` current; returns added/updated."""
+
+    def abort(self, doc: Document) -> None:
+        """Remove whatever was written for ``doc``."""
+
+
+@dataclass
+class _Start:
+    doc: Document
+
+
+@dataclass
+class _End:
+    document_id: str
+
+
+@dataclass
+class _Fail:
+    document_id: str
+    error: str
+
+
+_EOF = object()
+Event = Outcome | _Start | Chunk | _End | _Fail
+
+
+@dataclass
+class _State:
+    inflight: dict[str, Document] = field(default_factory=dict)
+    ended: list[str] = field(default_factory=list)
+    batch: list[Chunk] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+class Pipeline:
+    """Ingests sources into one store, reporting an ``Outcome`` per file."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        store: VectorStore,
+        embedder: Embedder,
+        chunker: Chunker,
+        originals: Originals,
+        limits: Limits,
+        fingerprint: str,
+        committer: Committer,
+        batch_size: int = 64,
+    ) -> None:
+        self.catalog, self.store, self.embedder = catalog, store, embedder
+        self.chunker, self.originals, self.limits = chunker, originals, limits
+        self.fingerprint, self.committer, self.batch_size = fingerprint, committer, batch_size
+
+    def run(
+        self,
+        sources: Iterable[Source],
+        on_outcome: Callable[[Outcome], None] | None = None,
+        force: bool = False,
+    ) -> list[Outcome]:
+        """Ingest every source; one file's failure never stops the others."""
+        events: queue.Queue[object] = queue.Queue(maxsize=QUEUE_DEPTH)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(sources, events, stop, force), daemon=True
+        )
+        producer.start()
+        state = _State()
+        report = on_outcome or (lambda _: None)
+        try:
+            while (event := events.get()) is not _EOF:
+                self._consume(event, state, report)  # type: ignore[arg-type]
+            self._flush(state, report)
+        except BaseException:
+            stop.set()
+            self._rollback(state)
+            raise
+        finally:
+            stop.set()
+            producer.join(timeout=10)
+        return state.outcomes
+
+    # -- producer thread ----------------------------------------------------
+
+    def _produce(
+        self, sources: Iterable[Source], out: queue.Queue[object], stop: threading.Event,
+        force: bool,
+    ) -> None:
+        seen: set[str] = set()
+        try:
+            for source in sources:
+                if source.key in seen:
+                    continue
+                seen.add(source.key)
+                for event in self._events(source, force):
+                    if not _put(out, event, stop):
+                        return
+        except Exception as exc:  # a bug or an unreadable source list: end the run honestly
+            log.exception("ingest producer failed")
+            _put(out, _Fail("", f"internal error: {exc}"), stop)
+        finally:
+            _put(out, _EOF, stop)
+
+    def _events(self, source: Source, force: bool) -> Iterator[Event]:
+        doc_id = source.document_id
+        try:
+            content_hash, size, stored = self.originals.put(source.path, self.limits.max_file_bytes)
+            with stored.open("rb") as f:
+                kind = detect_type(source.name, f.read(HEAD_BYTES))
+        except InvalidDocument as exc:
+            yield self._failed_early(source, str(exc))
+            return
+        except OSError as exc:
+            yield self._failed_early(source, f"cannot read file: {exc.strerror or exc}")
+            return
+        existing = self.catalog.get(doc_id)
+        if (
+            not force and existing is not None and existing.status == INDEXED
+            and existing.content_hash == content_hash and existing.fingerprint == self.fingerprint
+        ):
+            yield Outcome(source.name, UNCHANGED, doc_id, existing.chunks)
+            return
+        doc = Document(
+            id=doc_id, key=source.key, source=source.name, content_hash=content_hash, type=kind,
+            size=size, status="writing", generation=self.committer.generation(doc_id),
+            fingerprint=self.fingerprint, owner=source.owner,
+        )
+        yield _Start(doc)
+        yield from self._parse(doc, stored)
+
+    def _parse(self, doc: Document, stored: Path) -> Iterator[Event]:
+        try:
+            with stored.open("rb") as f:
+                segments = load(f, doc.source, self.limits)
+                yield from self.chunker.chunks(
+                    segments, document_id=doc.id, source=doc.source, generation=doc.generation
+                )
+        except InvalidDocument as exc:
+            yield _Fail(doc.id, str(exc))
+            return
+        except Exception as exc:  # a parser bug must fail this file, not the batch
+            log.exception("unexpected error parsing %s", doc.source)
+            yield _Fail(doc.id, f"could not read this {doc.type.upper()} file: {exc}")
+            return
+        yield _End(doc.id)
+
+    def _failed_early(self, source: Source, error: str) -> Outcome:
+        return Outcome(source.name, FAILED, source.document_id, error=error)
+
+    # -- consumer (calling thread) -------------------------------------------
+
+    def _consume(self, event: Event, state: _State, report: Callable[[Outcome], None]) -> None:
+        if isinstance(event, Chunk):
+            state.batch.append(event)
+            state.inflight[event.document_id].chunks += 1
+            if len(state.batch) >= self.batch_size:
+                self._flush(state, report)
+        elif isinstance(event, _Start):
+            self.committer.begin(event.doc)
+            event.doc.chunks = 0
+            state.inflight[event.doc.id] = event.doc
+        elif isinstance(event, _End):
+            if state.inflight[event.document_id].chunks == 0:
+                self._fail(state, _Fail(event.document_id, "no extractable text"), report)
+            else:
+                state.ended.append(event.document_id)
+        elif isinstance(event, _Fail):
+            self._fail(state, event, report)
+        else:
+            self._record(state, event, report)
+
+    def _flush(self, state: _State, report: Callable[[Outcome], None]) -> None:
+        if state.batch:
+            vectors = self.embedder.embed_documents([c.text for c in state.batch])
+            self.store.add(state.batch, vectors)
+            state.batch.clear()
+        for doc_id in state.ended:
+            doc = state.inflight.pop(doc_id)
+            status = self.committer.commit(doc)
+            self._record(state, Outcome(doc.source, status, doc.id, doc.chunks), report)
+        state.ended.clear()
+
+    def _fail(self, state: _State, event: _Fail, report: Callable[[Outcome], None]) -> None:
+        doc = state.inflight.pop(event.document_id, None)
+        if doc is None:  # the producer itself broke
+            raise RuntimeError(event.error)
+        state.batch = [c for c in state.batch if c.document_id != doc.id]
+        self.committer.abort(doc)
+        doc.error = event.error
+        self._record(state, Outcome(doc.source, FAILED, doc.id, error=event.error), report)
+        if self.catalog.get(doc.id) is None:
+            self.catalog.record_failure(doc)
+
+    def _record(self, state: _State, outcome: Outcome, report: Callable[[Outcome], None]) -> None:
+        state.outcomes.append(outcome)
+        report(outcome)
+
+    def _rollback(self, state: _State) -> None:
+        for doc in state.inflight.values():
+            try:
+                self.committer.abort(doc)
+            except Exception:  # the store may be what failed; recovery finishes the job
+                log.warning("rollback of %s deferred to the next start", doc.source)
+
+
+def _put(out: queue.Queue[object], item: object, stop: threading.Event) -> bool:
+    """Put unless the consumer has stopped; returns False when it has."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class CatalogCommitter:
+    """Normal ingest: the intent protocol of ``ingest.catalog``."""
+
+    def __init__(self, catalog: Catalog, store: VectorStore) -> None:
+        self.catalog, self.store = catalog, store
+
+    def generation(self, document_id: str) -> int:
+        """A fresh generation, so old chunks stay searchable until the swap."""
+        return self.catalog.next_generation(document_id)
+
+    def begin(self, doc: Document) -> None:
+        """Record the intent before any vector is written."""
+        self.catalog.intend(doc.id, doc.generation)
+
+    def commit(self, doc: Document) -> str:
+        """Swap the catalog row, then delete the replaced generation's vectors."""
+        replaced = self.catalog.commit(doc)
+        if replaced is None:
+            return ADDED
+        if replaced != doc.generation:
+            self.store.delete(doc.id, replaced)
+            self.catalog.done(doc.id, replaced)
+        return UPDATED
+
+    def abort(self, doc: Document) -> None:
+        """Delete the new generation's vectors and the intent."""
+        self.store.delete(doc.id, doc.generation)
+        self.catalog.done(doc.id, doc.generation)

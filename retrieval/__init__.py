@@ -1,0 +1,1 @@
+"""Embedders, the vector store, search and answering."""

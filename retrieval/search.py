@@ -1,0 +1,33 @@
+"""Search over the vector store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from retrieval.store import VectorStore
+from retrieval.types import Hit
+
+CurrentGenerations = Callable[[Iterable[str]], dict[str, int]]
+
+
+def dense_search(
+    store: VectorStore, vector: np.ndarray, k: int, current: CurrentGenerations
+) -> list[Hit]:
+    """The ``k`` best chunks whose document generation is current, best first.
+
+    Vectors of a document being written, replaced or deleted may sit in the
+    store for a moment; ``current`` (the catalog) decides what is live, and the
+    query widens when too many hits are filtered out.
+    """
+    wanted = k
+    live: list[Hit] = []
+    for _ in range(4):
+        hits = store.query(vector, wanted)
+        generations = current(h.document_id for h in hits)
+        live = [h for h in hits if generations.get(h.document_id) == h.generation]
+        if len(live) >= k or len(hits) < wanted:
+            break
+        wanted *= 4
+    return live[:k]

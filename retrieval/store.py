@@ -1,0 +1,164 @@
+"""The vector store: chunks and their vectors in a Chroma collection.
+
+``VectorStore`` is the protocol the pipeline and search use; ``ChromaStore``
+adapts one Chroma collection to it. Chroma's own types stay in this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from retrieval.errors import UpstreamUnavailable
+from retrieval.types import Chunk, Hit
+
+
+class VectorStore(Protocol):
+    """Where chunk vectors live."""
+
+    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Write chunks with their vectors (upsert by chunk id)."""
+
+    def delete(self, document_id: str, generation: int | None = None) -> None:
+        """Remove a document's chunks: one generation, or all of them."""
+
+    def query(self, vector: np.ndarray, k: int) -> list[Hit]:
+        """The ``k`` nearest chunks, best first."""
+
+    def count(self) -> int:
+        """Number of chunks stored."""
+
+
+class ChromaStore:
+    """One Chroma collection with cosine distance."""
+
+    def __init__(self, collection: Any, max_batch: int) -> None:
+        self._collection = collection
+        self._max_batch = max_batch
+        self.name: str = collection.name
+
+    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Upsert in slices no larger than Chroma's maximum batch size."""
+        for start in range(0, len(chunks), self._max_batch):
+            part = chunks[start : start + self._max_batch]
+            self._collection.upsert(
+                ids=[c.id for c in part],
+                embeddings=vectors[start : start + len(part)],
+                documents=[c.text for c in part],
+                metadatas=[_metadata(c) for c in part],
+            )
+
+    def delete(self, document_id: str, generation: int | None = None) -> None:
+        """Delete by metadata filter, so no id bookkeeping is needed."""
+        where: dict[str, Any] = {"document_id": document_id}
+        if generation is not None:
+            where = {"$and": [where, {"generation": generation}]}
+        self._collection.delete(where=where)
+
+    def query(self, vector: np.ndarray, k: int) -> list[Hit]:
+        """Nearest neighbours; score is cosine similarity (1 - distance)."""
+        if k <= 0:
+            return []
+        result = self._collection.query(
+            query_embeddings=[vector], n_results=k, include=["documents", "metadatas", "distances"]
+        )
+        columns = (result["documents"][0], result["metadatas"][0], result["distances"][0])
+        rows = zip(*columns, strict=True)
+        return [_hit(text, meta, distance) for text, meta, distance in rows]
+
+    def count(self) -> int:
+        """Number of chunks in the collection."""
+        return int(self._collection.count())
+
+
+def _metadata(chunk: Chunk) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "document_id": chunk.document_id,
+        "source": chunk.source,
+        "chunk_index": chunk.chunk_index,
+        "generation": chunk.generation,
+        "start": chunk.start,
+        "end": chunk.end,
+    }
+    # Chroma metadata cannot hold None; absent means unknown.
+    if chunk.page is not None:
+        meta["page"] = chunk.page
+    if chunk.section:
+        meta["section"] = chunk.section
+    return meta
+
+
+def _hit(text: str, meta: dict[str, Any], distance: float) -> Hit:
+    return Hit(
+        document_id=str(meta["document_id"]),
+        source=str(meta["source"]),
+        chunk_index=int(meta["chunk_index"]),
+        text=text,
+        score=1.0 - float(distance),
+        page=meta.get("page"),
+        section=meta.get("section"),
+        generation=int(meta.get("generation", 1)),
+    )
+
+
+class ChromaBackend:
+    """A Chroma client: embedded under a folder, or a server by URL."""
+
+    def __init__(self, path: Path | None = None, url: str | None = None) -> None:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        try:
+            if url:
+                self._client = _http_client(url, settings)
+            else:
+                assert path is not None
+                path.mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=str(path), settings=settings)
+            self.max_batch = int(self._client.get_max_batch_size())
+        except Exception as exc:  # chromadb raises bare Exceptions for connection errors
+            where = url or str(path)
+            raise UpstreamUnavailable(
+                f"Chroma unreachable at {where}: {exc}; check KB_CHROMA_URL / KB_DATA_DIR"
+            ) from exc
+
+    def open(self, name: str) -> ChromaStore:
+        """Get or create a cosine collection (vectors always come from us)."""
+        collection = self._client.get_or_create_collection(
+            name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+        )
+        return ChromaStore(collection, self.max_batch)
+
+    def drop(self, name: str) -> None:
+        """Delete a collection if it exists."""
+        if name in self.names():
+            self._client.delete_collection(name)
+
+    def names(self) -> list[str]:
+        """Names of all collections."""
+        return [c.name if hasattr(c, "name") else str(c) for c in self._client.list_collections()]
+
+    def heartbeat(self) -> None:
+        """Raise UpstreamUnavailable when Chroma does not answer."""
+        try:
+            self._client.heartbeat()
+        except Exception as exc:
+            raise UpstreamUnavailable(f"Chroma does not answer: {exc}") from exc
+
+
+def _http_client(url: str, settings: Any) -> Any:
+    from urllib.parse import urlparse
+
+    import chromadb
+
+    parts = urlparse(url)
+    return chromadb.HttpClient(
+        host=parts.hostname or "localhost",
+        port=parts.port or (443 if parts.scheme == "https" else 8000),
+        ssl=parts.scheme == "https",
+        settings=settings,
+    )

@@ -1,0 +1,54 @@
+"""Plain dataclasses shared by ingest and retrieval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of text from one place in a document, as a loader yields it.
+
+    ``offset`` is the character offset of ``text`` within the document's whole
+    extracted text; ``page`` is 1-based (PDF) and ``section`` the nearest
+    heading above the text (DOCX, Markdown), when known.
+    """
+
+    text: str
+    offset: int
+    page: int | None = None
+    section: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a document sized for the embedding model."""
+
+    document_id: str
+    source: str
+    chunk_index: int
+    text: str
+    start: int
+    end: int
+    page: int | None = None
+    section: str | None = None
+    generation: int = 1
+
+    @property
+    def id(self) -> str:
+        """Store id: unique per document, generation and position."""
+        return f"{self.document_id}:{self.generation}:{self.chunk_index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A search result: a chunk and its similarity score (higher is better)."""
+
+    document_id: str
+    source: str
+    chunk_index: int
+    text: str
+    score: float
+    page: int | None = None
+    section: str | None = None
+    generation: int = 1

@@ -1,0 +1,129 @@
+"""Generate real test documents (PDF, DOCX, PNG, ZIP) on disk.
+
+Shared by the loader, pipeline and API tests. Every helper writes to ``path``
+and returns it, so calls can be inlined: ``load_file(make_pdf(tmp_path / "a.pdf", ...))``.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import docx
+from fpdf import FPDF
+from pypdf import PdfReader, PdfWriter
+
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+# A DOCX block: (kind, content). Kinds: "title", "h1".."h9" (str), "p" (str),
+# "li" (str, a "List Bullet" item), "table" (rows of cell strings), "image" (ignored).
+Block = tuple[str, object]
+
+
+def png_bytes(width: int = 4, height: int = 4) -> bytes:
+    """A valid grey PNG image, built with zlib (no imaging library needed)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    pixels = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(pixels))
+        + chunk(b"IEND", b"")
+    )
+
+
+def pdf_bytes(pages: Sequence[str]) -> bytes:
+    """A PDF with a text layer: one page per string (Latin-1 text only)."""
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for page_text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 8, page_text)
+    return bytes(pdf.output())
+
+
+def make_pdf(path: Path, pages: Sequence[str]) -> Path:
+    """Write a PDF with a text layer, one page per string in ``pages``."""
+    path.write_bytes(pdf_bytes(pages))
+    return path
+
+
+def make_encrypted_pdf(
+    path: Path, user_password: str = "secret", pages: Sequence[str] = ("Top secret text.",)
+) -> Path:
+    """Write an AES-256 encrypted PDF; ``user_password=""`` makes one that opens without one."""
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf_bytes(pages))))
+    writer.encrypt(user_password, owner_password="owner-secret", algorithm="AES-256")
+    with path.open("wb") as out:
+        writer.write(out)
+    return path
+
+
+def make_scanned_pdf(path: Path, pages: int = 2) -> Path:
+    """Write a PDF whose pages have no text layer, like an un-OCRed scan."""
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(width=595, height=842)
+    with path.open("wb") as out:
+        writer.write(out)
+    return path
+
+
+def make_docx(path: Path, blocks: Iterable[Block]) -> Path:
+    """Write a DOCX from ``Block``s, e.g. ``[("h1", "Intro"), ("p", "Hello."), ("li", "one")]``."""
+    document = docx.Document()
+    for kind, content in blocks:
+        if kind == "title":
+            document.add_heading(str(content), level=0)
+        elif kind.startswith("h"):
+            document.add_heading(str(content), level=int(kind[1:]))
+        elif kind == "p":
+            document.add_paragraph(str(content))
+        elif kind == "li":
+            document.add_paragraph(str(content), style="List Bullet")
+        elif kind == "table":
+            _add_table(document, content)
+        elif kind == "image":
+            document.add_picture(io.BytesIO(png_bytes()))
+        else:
+            raise ValueError(f"unknown DOCX block kind {kind!r}")
+    document.save(str(path))
+    return path
+
+
+def _add_table(document: docx.document.Document, rows: object) -> None:
+    """Append a table whose cells hold the given strings."""
+    assert isinstance(rows, list)
+    table = document.add_table(rows=len(rows), cols=len(rows[0]))
+    for row, values in zip(table.rows, rows, strict=True):
+        for cell, value in zip(row.cells, values, strict=True):
+            cell.text = value
+
+
+def make_zip_bomb(path: Path, expanded_bytes: int, name: str = "word/document.xml") -> Path:
+    """Write a small ZIP whose ``name`` member inflates to ``expanded_bytes`` zeros."""
+    block = b"\x00" * 2**20
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        # force_zip64: the member may exceed 2 GiB; chunks keep memory flat.
+        with archive.open(name, "w", force_zip64=True) as member:
+            left = expanded_bytes
+            while left > 0:
+                member.write(block[: min(left, len(block))])
+                left -= len(block)
+    return path
+
+
+def make_encrypted_docx(path: Path) -> Path:
+    """Write what Word saves for a password-protected DOCX: an OLE2 compound file."""
+    path.write_bytes(OLE2_MAGIC + b"\x00" * 504 + b"\xff" * 3584)
+    return path
