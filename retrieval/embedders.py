@@ -14,6 +14,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,9 @@ class LocalEmbedder(Embedder):
         query_instruction: str | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a per-start weight-loading bar is noise in a CLI
         path = resolve_local_model(model)
         try:
             self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
@@ -81,7 +84,7 @@ class LocalEmbedder(Embedder):
                 "set KB_EMBEDDING_MODEL to a local sentence-transformers folder"
             ) from exc
         self.name = DEFAULT_MODEL if model is None else str(model)
-        self.dimension = int(self._model.get_sentence_embedding_dimension() or 0)
+        self.dimension = _dimension(self._model)
         self.max_tokens = int(self._model.max_seq_length or 512)
         self.batch_size = batch_size
         self.query_instruction = query_instruction
@@ -104,6 +107,14 @@ class LocalEmbedder(Embedder):
     def count_tokens(self, text: str) -> int:
         """Token count from the model's own fast tokenizer."""
         return self._tokenizer(text)
+
+
+def _dimension(model: Any) -> int:
+    """Output size; sentence-transformers renamed the accessor in 6.x."""
+    getter = getattr(model, "get_embedding_dimension", None) or getattr(
+        model, "get_sentence_embedding_dimension"
+    )
+    return int(getter() or 0)
 
 
 def resolve_local_model(model: str | Path | None) -> Path:

@@ -8,7 +8,9 @@ from ingest.loaders import DEFAULT_LIMITS, Limits, load
 from retrieval.types import Segment
 
 
-def load_file(path: Path, name: str | None = None, limits: Limits = DEFAULT_LIMITS) -> list[Segment]:
+def load_file(
+    path: Path, name: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> list[Segment]:
     """Load a file from disk through ``load``, consuming every segment."""
     with path.open("rb") as stream:
         return list(load(stream, name or path.name, limits))
