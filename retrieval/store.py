@@ -6,6 +6,7 @@ adapts one Chroma collection to it. Chroma's own types stay in this module.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +73,16 @@ class ChromaStore:
     def count(self) -> int:
         """Number of chunks in the collection."""
         return int(self._collection.count())
+
+    def inventory(self) -> Counter[tuple[str, int]]:
+        """Chunks per (document id, generation): what the catalog must agree with."""
+        counts: Counter[tuple[str, int]] = Counter()
+        total = self.count()
+        for offset in range(0, total, self._max_batch):
+            page = self._collection.get(include=["metadatas"], limit=self._max_batch, offset=offset)
+            for meta in page["metadatas"]:
+                counts[(str(meta["document_id"]), int(meta["generation"]))] += 1
+        return counts
 
 
 def _metadata(chunk: Chunk) -> dict[str, Any]:

@@ -54,7 +54,7 @@ async def upload(request: Request, kb: KbDep, jobs: JobsDep, settings: SettingsD
             settings.max_file_bytes,
         )
     except UploadTooLarge as exc:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc)) from exc
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
     except BadUpload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     sources = [Source(f"upload:{f.filename}", f.filename, f.path) for f in files]

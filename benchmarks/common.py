@@ -1,0 +1,99 @@
+"""Helpers shared by the benchmark scripts: SciFact files, settings, memory, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SCIFACT = Path("../shared/eval/scifact")
+DEFAULT_CORPUS = SCIFACT / "corpus.jsonl"
+DEFAULT_QUERIES = SCIFACT / "queries.jsonl"
+OUT_DIR = ROOT / "benchmarks" / "out"  # git-ignored cache for generated inputs
+KB_BIN = ROOT / ".venv" / "bin" / "kb"
+
+
+def repo_path(path: str | Path) -> Path:
+    """``path`` resolved against the repository root when it is relative."""
+    return (ROOT / Path(path)).resolve()
+
+
+def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first ``limit`` records of a JSON-lines file (all when ``limit`` is None)."""
+    records: list[dict[str, Any]] = []
+    with repo_path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if limit is not None and len(records) >= limit:
+                break
+            if line.strip():
+                records.append(json.loads(line))
+    return records
+
+
+def abstract_text(record: dict[str, Any]) -> str:
+    """A SciFact abstract as the benchmarks write it: title, blank line, text."""
+    return f"{record.get('title', '')}\n\n{record['text']}"
+
+
+def write_scifact_files(corpus_path: str | Path, folder: Path, limit: int) -> list[Path]:
+    """Write the first ``limit`` SciFact abstracts as ``<_id>.txt`` files into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for record in read_jsonl(corpus_path, limit):
+        path = folder / f"{record['_id']}.txt"
+        path.write_text(abstract_text(record), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def read_queries(path: str | Path = DEFAULT_QUERIES) -> list[str]:
+    """All SciFact query texts, in file order."""
+    return [record["text"] for record in read_jsonl(path)]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB (Linux reports ru_maxrss in KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 1024, 1)
+
+
+def bench_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a benchmark data dir; KB_* variables still apply to what is not passed."""
+    return Settings(data_dir=data_dir, **overrides)
+
+
+def child_env(data_dir: Path | None = None) -> dict[str, str]:
+    """Environment for a ``kb`` subprocess: offline, and pointed at ``data_dir``."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if data_dir is not None:
+        env["KB_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rate(count: float, seconds: float) -> float:
+    """``count`` per second, rounded; 0 when no time was measured."""
+    return round(count / seconds, 2) if seconds > 0 else 0.0
+
+
+def emit(result: dict[str, Any], out: str | None) -> None:
+    """Print ``result`` as JSON and also write it to ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n", encoding="utf-8")
+    sys.stdout.flush()

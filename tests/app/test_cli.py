@@ -1,0 +1,99 @@
+"""The ``kb`` command line, run in-process on a temporary data directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from tests.conftest import write
+from tests.filegen import make_encrypted_pdf, make_pdf
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every command in a test uses the same fresh data directory."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("KB_DATA_DIR", str(path))
+    return path
+
+
+def test_ingest_folder_summary_and_exit_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "a.txt", "Solar panels convert sunlight into electricity.")
+    write(docs / "sub" / "b.md", "# Wind\nWind turbines turn kinetic energy into power.")
+    make_pdf(docs / "c.pdf", ["Hydro dams store water in reservoirs."])
+    write(docs / "image.png", "not ingested: unsupported in a folder")
+    write(docs / ".hidden.txt", "skipped")
+    assert main(["ingest", str(docs)]) == 0
+    out = capsys.readouterr().out
+    assert "3 added, 0 updated, 0 unchanged, 0 failed, 2 skipped" in out
+
+    make_encrypted_pdf(docs / "locked.pdf")
+    assert main(["ingest", str(docs)]) == 1
+    out = capsys.readouterr().out
+    assert "0 added, 0 updated, 3 unchanged, 1 failed" in out
+    assert "failed: locked.pdf: encrypted PDF" in out
+
+
+def test_explicit_unsupported_file_fails_with_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ingest", str(write(tmp_path / "run.exe", "MZ binary"))]) == 1
+    assert "unsupported type" in capsys.readouterr().out
+    assert main(["ingest", str(tmp_path / "missing.txt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_search_json_status_rm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "Solar panels convert sunlight into electricity.")
+    write(tmp_path / "b.txt", "Sourdough bread needs a starter culture.")
+    main(["ingest", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")])
+    capsys.readouterr()
+    assert main(["search", "how to bake bread", "-k", "1", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["source"] for r in results] == ["b.txt"]
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["status"]
+    assert status["documents_indexed"] == 2 and status["vectors"] == status["chunks"] == 2
+    assert main(["rm", "b.txt", "nothing-here"]) == 1
+    captured = capsys.readouterr()
+    assert "removed b.txt" in captured.out and "no document" in captured.err
+    main(["search", "bread", "-k", "5", "--json"])
+    assert {r["source"] for r in json.loads(capsys.readouterr().out)["results"]} == {"a.txt"}
+
+
+def test_reindex_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "Solar panels convert sunlight into electricity.")
+    main(["ingest", str(tmp_path / "a.txt")])
+    assert main(["reindex"]) == 0
+    assert "re-indexed 1 documents" in capsys.readouterr().out
+
+
+def test_invalid_setting_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KB_CHUNK_TOKENS", "lots")
+    assert main(["status"]) == 2
+    assert "KB_CHUNK_TOKENS" in capsys.readouterr().err
+
+
+def test_eval_on_a_tiny_beir_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "tiny"
+    corpus = {"d1": "Cats purr when they are content.", "d2": "Volcanoes erupt molten lava.",
+              "d3": "Penguins live in the southern hemisphere."}
+    write(root / "corpus.jsonl", "\n".join(
+        json.dumps({"_id": k, "title": "", "text": v}) for k, v in corpus.items()))
+    write(root / "queries.jsonl", "\n".join(json.dumps(q) for q in [
+        {"_id": "q1", "text": "why do cats purr"}, {"_id": "q2", "text": "lava from volcanoes"},
+        {"_id": "q3", "text": "unjudged query"}]))
+    write(root / "qrels" / "train.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    assert main(["eval", str(root), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["queries"] == 2 and scores["documents"] == 3
+    assert scores["ndcg@10"] == pytest.approx(1.0)
+    assert scores["mrr@10"] == pytest.approx(1.0) and scores["recall@100"] == pytest.approx(1.0)

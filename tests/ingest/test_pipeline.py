@@ -1,0 +1,207 @@
+"""The ingest pipeline against the real model and real embedded Chroma."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.service import KnowledgeBase
+from ingest.pipeline import Source
+from retrieval.embedders import Embedder
+from retrieval.types import Chunk
+from tests.conftest import MakeKb, write
+from tests.filegen import make_docx, make_encrypted_pdf, make_pdf, make_scanned_pdf
+
+PARIS = "The Eiffel Tower in Paris was completed in 1889 for the World's Fair. " * 3
+OCEAN = "Blue whales are the largest animals known to have lived, reaching thirty metres. " * 3
+
+
+def src(path: Path, key: str | None = None) -> Source:
+    """A CLI-style source for a file."""
+    return Source(key or f"file:{path}", path.name, path)
+
+
+def assert_consistent(kb: KnowledgeBase) -> None:
+    """Catalog and Chroma agree: exactly the indexed generations, with their chunk counts."""
+    expected = {(d.id, d.generation): d.chunks for d in kb.catalog.documents("indexed")}
+    assert dict(kb.store.inventory()) == expected
+    assert kb.catalog.pending() == []
+
+
+def test_ingest_then_search_finds_the_right_file(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    a, b = write(tmp_path / "paris.txt", PARIS), write(tmp_path / "ocean.md", OCEAN)
+    outcomes = kb.ingest([src(a), src(b)])
+    assert [o.status for o in outcomes] == ["added", "added"]
+    hits = kb.search("largest animal in the sea", 3)
+    assert hits[0].source == "ocean.md"
+    assert hits[0].score > hits[-1].score or len(hits) == 1
+    assert_consistent(kb)
+
+
+def test_reingest_identical_content_is_a_no_op(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    a = write(tmp_path / "paris.txt", PARIS)
+    first = kb.ingest([src(a)])[0]
+    before = kb.store.inventory()
+    again = kb.ingest([src(a)])[0]
+    assert again.status == "unchanged" and again.chunks == first.chunks
+    assert kb.store.inventory() == before
+
+
+def test_changed_content_replaces_chunks_with_nothing_stale(
+    make_kb: MakeKb, tmp_path: Path
+) -> None:
+    kb = make_kb()
+    a = write(tmp_path / "notes.txt", PARIS)
+    kb.ingest([src(a)])
+    write(a, OCEAN)
+    assert kb.ingest([src(a)])[0].status == "updated"
+    assert_consistent(kb)
+    texts = [h.text for h in kb.search("Eiffel Tower Paris", 10)]
+    assert texts and all("Eiffel" not in t for t in texts)
+    assert len(kb.catalog.documents()) == 1
+
+
+def test_remove_deletes_every_vector(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "paris.txt", PARIS)), src(write(tmp_path / "o.txt", OCEAN))])
+    removed = kb.remove("paris.txt")
+    assert [d.source for d in removed] == ["paris.txt"]
+    assert_consistent(kb)
+    assert {h.source for h in kb.search("Eiffel Tower", 10)} == {"o.txt"}
+
+
+def test_bad_files_fail_alone_with_reasons(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    good = write(tmp_path / "good.txt", PARIS)
+    bad = [
+        make_encrypted_pdf(tmp_path / "locked.pdf"),
+        make_scanned_pdf(tmp_path / "scan.pdf"),
+        write(tmp_path / "empty.txt", ""),
+        write(tmp_path / "fake.pdf", "just text, not a PDF"),
+        write(tmp_path / "photo.png", "png?"),
+    ]
+    outcomes = {o.source: o for o in kb.ingest([src(p) for p in [*bad, good]])}
+    assert outcomes["good.txt"].status == "added"
+    reasons = {name: (o.error or "") for name, o in outcomes.items() if o.status == "failed"}
+    assert "encrypted" in reasons["locked.pdf"]
+    assert "no extractable text" in reasons["scan.pdf"]
+    assert "empty" in reasons["empty.txt"]
+    assert "unsupported type" in reasons["fake.pdf"]
+    assert "unsupported type" in reasons["photo.png"]
+    failed = {d.source: d for d in kb.catalog.documents("failed")}
+    assert failed["locked.pdf"].error == reasons["locked.pdf"]
+    assert_consistent(kb)
+
+
+def test_failed_update_keeps_the_indexed_version(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    path = tmp_path / "report.pdf"
+    make_pdf(path, ["Quarterly revenue grew by twelve percent in the northern region."])
+    kb.ingest([src(path)])
+    make_encrypted_pdf(path)
+    outcome = kb.ingest([src(path)])[0]
+    assert outcome.status == "failed" and "encrypted" in (outcome.error or "")
+    assert kb.search("quarterly revenue", 1)[0].source == "report.pdf"
+    assert kb.catalog.documents()[0].status == "indexed"
+    assert_consistent(kb)
+
+
+def test_pdf_pages_and_docx_sections_reach_the_chunks(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    pdf = make_pdf(tmp_path / "manual.pdf", ["Introduction text.", "The zebra crossing rule.",
+                                              "Closing remarks."])
+    doc = make_docx(tmp_path / "policy.docx", [("h1", "Travel policy"),
+                                               ("p", "Employees book trains for trips under 500 km.")])
+    kb.ingest([src(pdf), src(doc)])
+    zebra = kb.search("zebra crossing", 1)[0]
+    assert (zebra.source, zebra.page) == ("manual.pdf", 2)
+    train = kb.search("book trains for short trips", 1)[0]
+    assert (train.source, train.section) == ("policy.docx", "Travel policy")
+
+
+class InterruptAfter(Embedder):
+    """Wraps the real embedder and raises KeyboardInterrupt on the n-th call (Ctrl-C)."""
+
+    def __init__(self, inner: Embedder, calls: int) -> None:
+        self.inner, self.left = inner, calls
+        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+        return self.inner.embed(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def test_ctrl_c_mid_ingest_leaves_catalog_and_store_in_agreement(
+    make_kb: MakeKb, embedder: Embedder, tmp_path: Path
+) -> None:
+    files = [write(tmp_path / f"d{i}.txt", f"Document {i}. " + PARIS) for i in range(12)]
+    kb = make_kb(use=InterruptAfter(embedder, calls=2), batch_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        kb.ingest([src(p) for p in files])
+    indexed = kb.catalog.documents("indexed")
+    assert 0 < len(indexed) < len(files)
+    assert_consistent(kb)
+    kb.close()
+    kb = make_kb(batch_size=4)
+    outcomes = kb.ingest([src(p) for p in files])
+    assert sorted(o.status for o in outcomes).count("unchanged") == len(indexed)
+    assert len(kb.catalog.documents("indexed")) == len(files)
+    assert_consistent(kb)
+
+
+def test_recovery_removes_vectors_a_killed_process_left(
+    make_kb: MakeKb, embedder: Embedder, tmp_path: Path
+) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "a.txt", PARIS))])
+    # Simulate a process killed between writing vectors and committing them.
+    doc = kb.catalog.documents()[0]
+    kb.catalog.intend("orphan", 1)
+    stray = Chunk("orphan", "orphan.txt", 0, "stray text", 0, 10, generation=1)
+    kb.store.add([stray], embedder.embed_documents([stray.text]))
+    assert kb.store.inventory()[("orphan", 1)] == 1
+    kb.close()
+    kb = make_kb()
+    assert_consistent(kb)
+    assert [d.id for d in kb.catalog.documents()] == [doc.id]
+
+
+def test_data_dir_is_locked_against_a_second_process(make_kb: MakeKb) -> None:
+    from retrieval.errors import DataDirBusy
+
+    make_kb()
+    with pytest.raises(DataDirBusy, match="in use by another kb process"):
+        make_kb()
+
+
+def test_reindex_switches_collection_and_keeps_results(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "paris.txt", PARIS)), src(write(tmp_path / "o.txt", OCEAN))])
+    old = kb.store.name
+    outcomes = kb.reindex()
+    assert len(outcomes) == 2 and kb.store.name != old
+    assert old not in kb.backend.names()
+    assert kb.search("whales", 1)[0].source == "o.txt"
+    assert_consistent(kb)
+
+
+def test_failed_reindex_changes_nothing(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "paris.txt", PARIS))])
+    old, before = kb.store.name, kb.store.inventory()
+    kb.originals.discard(kb.catalog.documents()[0].content_hash)  # the original went missing
+    with pytest.raises(Exception, match="re-index stopped"):
+        kb.reindex()
+    assert kb.store.name == old and kb.backend.names() == [old]
+    assert kb.store.inventory() == before
+    assert kb.search("Eiffel", 1)[0].source == "paris.txt"
