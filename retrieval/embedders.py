@@ -111,9 +111,8 @@ class LocalEmbedder(Embedder):
 
 def _dimension(model: Any) -> int:
     """Output size; sentence-transformers renamed the accessor in 6.x."""
-    getter = getattr(model, "get_embedding_dimension", None) or getattr(
-        model, "get_sentence_embedding_dimension"
-    )
+    getter = getattr(model, "get_embedding_dimension", None)
+    getter = getter or model.get_sentence_embedding_dimension
     return int(getter() or 0)
 
 

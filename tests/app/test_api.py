@@ -47,12 +47,23 @@ def upload(client: TestClient, files: list[tuple[str, bytes]]) -> dict[str, Any]
 def test_upload_search_list_delete(client: TestClient, tmp_path: Path) -> None:
     docx = make_docx(tmp_path / "policy.docx", POLICY).read_bytes()
     locked = make_encrypted_pdf(tmp_path / "locked.pdf").read_bytes()
-    job = upload(client, [("manual.pdf", pdf_bytes(MANUAL)), ("policy.docx", docx),
-                          ("notes.txt", b"The cafeteria opens at 8 am."), ("locked.pdf", locked)])
+    job = upload(
+        client,
+        [
+            ("manual.pdf", pdf_bytes(MANUAL)),
+            ("policy.docx", docx),
+            ("notes.txt", b"The cafeteria opens at 8 am."),
+            ("locked.pdf", locked),
+        ],
+    )
     assert job["status"] == "done" and job["done"] == job["total"] == 4
     status = {r["source"]: r for r in job["results"]}
     assert {s: r["status"] for s, r in status.items()} == {
-        "manual.pdf": "added", "policy.docx": "added", "notes.txt": "added", "locked.pdf": "failed"}
+        "manual.pdf": "added",
+        "policy.docx": "added",
+        "notes.txt": "added",
+        "locked.pdf": "failed",
+    }
     assert "encrypted" in status["locked.pdf"]["error"]
 
     found = client.post("/v1/search", json={"query": "when are expense reports due", "k": 2})
@@ -90,8 +101,12 @@ def test_oversized_upload_is_refused_while_streaming(tmp_path: Path) -> None:
 
 
 def test_bad_requests_get_clear_errors(client: TestClient) -> None:
-    assert client.post("/v1/documents", content=b"raw", headers={"content-type": "text/plain"}
-                       ).status_code == 400
+    assert (
+        client.post(
+            "/v1/documents", content=b"raw", headers={"content-type": "text/plain"}
+        ).status_code
+        == 400
+    )
     assert client.post("/v1/documents", files=[("other", ("a.txt", b"x"))]).status_code == 400
     assert client.post("/v1/search", json={"query": "", "k": 5}).status_code == 422
     assert client.post("/v1/search", json={"query": "x", "k": 0}).status_code == 422
@@ -119,20 +134,34 @@ def test_health_ready_metrics_and_openapi(client: TestClient) -> None:
     assert 'kb_documents{status="indexed"} 1.0' in metrics
     assert 'kb_http_requests_total{method="POST",route="/v1/documents",status="202"}' in metrics
     spec = client.get("/openapi.json").json()
-    for path in ("/v1/search", "/v1/documents", "/v1/documents/{document_id}", "/v1/jobs/{job_id}",
-                 "/healthz", "/readyz", "/metrics"):
+    for path in (
+        "/v1/search",
+        "/v1/documents",
+        "/v1/documents/{document_id}",
+        "/v1/jobs/{job_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in spec["paths"]
         for operation in spec["paths"][path].values():
             assert operation.get("description") or operation.get("summary")
 
 
 def test_search_keeps_working_during_reindex(client: TestClient) -> None:
-    upload(client, [(f"doc{i}.txt", f"Topic {i}: the river flows north past mill {i}.".encode())
-                    for i in range(30)])
+    upload(
+        client,
+        [
+            (f"doc{i}.txt", f"Topic {i}: the river flows north past mill {i}.".encode())
+            for i in range(30)
+        ],
+    )
     job = client.post("/v1/reindex").json()
     seen = []
     while client.get(f"/v1/jobs/{job['id']}").json()["status"] in ("queued", "running"):
-        seen.append(len(client.post("/v1/search", json={"query": "river", "k": 3}).json()["results"]))
+        seen.append(
+            len(client.post("/v1/search", json={"query": "river", "k": 3}).json()["results"])
+        )
     final = wait_job(client, job["id"])
     assert final["status"] == "done" and final["done"] == 30
     assert all(n == 3 for n in seen)

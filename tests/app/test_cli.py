@@ -84,13 +84,26 @@ def test_invalid_setting_names_the_variable(
 
 def test_eval_on_a_tiny_beir_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "tiny"
-    corpus = {"d1": "Cats purr when they are content.", "d2": "Volcanoes erupt molten lava.",
-              "d3": "Penguins live in the southern hemisphere."}
-    write(root / "corpus.jsonl", "\n".join(
-        json.dumps({"_id": k, "title": "", "text": v}) for k, v in corpus.items()))
-    write(root / "queries.jsonl", "\n".join(json.dumps(q) for q in [
-        {"_id": "q1", "text": "why do cats purr"}, {"_id": "q2", "text": "lava from volcanoes"},
-        {"_id": "q3", "text": "unjudged query"}]))
+    corpus = {
+        "d1": "Cats purr when they are content.",
+        "d2": "Volcanoes erupt molten lava.",
+        "d3": "Penguins live in the southern hemisphere.",
+    }
+    write(
+        root / "corpus.jsonl",
+        "\n".join(json.dumps({"_id": k, "title": "", "text": v}) for k, v in corpus.items()),
+    )
+    write(
+        root / "queries.jsonl",
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {"_id": "q1", "text": "why do cats purr"},
+                {"_id": "q2", "text": "lava from volcanoes"},
+                {"_id": "q3", "text": "unjudged query"},
+            ]
+        ),
+    )
     write(root / "qrels" / "train.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
     assert main(["eval", str(root), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)

@@ -113,10 +113,14 @@ def test_failed_update_keeps_the_indexed_version(make_kb: MakeKb, tmp_path: Path
 
 def test_pdf_pages_and_docx_sections_reach_the_chunks(make_kb: MakeKb, tmp_path: Path) -> None:
     kb = make_kb()
-    pdf = make_pdf(tmp_path / "manual.pdf", ["Introduction text.", "The zebra crossing rule.",
-                                              "Closing remarks."])
-    doc = make_docx(tmp_path / "policy.docx", [("h1", "Travel policy"),
-                                               ("p", "Employees book trains for trips under 500 km.")])
+    pdf = make_pdf(
+        tmp_path / "manual.pdf",
+        ["Introduction text.", "The zebra crossing rule.", "Closing remarks."],
+    )
+    doc = make_docx(
+        tmp_path / "policy.docx",
+        [("h1", "Travel policy"), ("p", "Employees book trains for trips under 500 km.")],
+    )
     kb.ingest([src(pdf), src(doc)])
     zebra = kb.search("zebra crossing", 1)[0]
     assert (zebra.source, zebra.page) == ("manual.pdf", 2)
