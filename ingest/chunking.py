@@ -43,14 +43,19 @@ class Chunker:
             length_function=count_tokens,
             separators=SEPARATORS,
             keep_separator="end",
-            add_start_index=True,
         )
 
     def split(self, text: str) -> Iterator[tuple[int, str]]:
-        """(start offset, chunk text) pairs for one piece of text."""
-        for doc in self._splitter.create_documents([text]):
-            if doc.page_content.strip():
-                yield int(doc.metadata["start_index"]), doc.page_content
+        """(start offset, chunk text) pairs for one piece of text.
+
+        Offsets are found here: langchain's ``add_start_index`` subtracts the
+        overlap as characters, which is wrong when sizes are in tokens.
+        """
+        start = -1
+        for piece in self._splitter.split_text(text):
+            if piece.strip():
+                start = text.find(piece, start + 1)
+                yield start, piece
 
     def chunks(
         self, segments: Iterable[Segment], *, document_id: str, source: str, generation: int

@@ -1,0 +1,42 @@
+"""The in-process embedder with the real packaged model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.embedders import LocalEmbedder, format_query, make_embedder
+from retrieval.errors import ConfigurationError
+
+
+def test_vectors_are_unit_length_and_semantic(embedder: LocalEmbedder) -> None:
+    assert (embedder.dimension, embedder.max_tokens) == (384, 256)
+    docs = embedder.embed_documents(["A cat sat on the mat.", "Stock markets fell sharply."])
+    assert docs.shape == (2, 384) and docs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)
+    query = embedder.embed_query("kitten resting on a rug")
+    assert float(docs[0] @ query) > float(docs[1] @ query)
+
+
+def test_query_instruction_changes_only_queries(embedder: LocalEmbedder) -> None:
+    assert format_query(None, "q") == "q"
+    assert format_query("Find passages", "q") == "Instruct: Find passages\nQuery:q"
+    plain = embedder.embed_query("solar power")
+    embedder.query_instruction = "Given a question, retrieve passages that answer it"
+    try:
+        instructed = embedder.embed_query("solar power")
+    finally:
+        embedder.query_instruction = None
+    assert not np.allclose(plain, instructed)
+
+
+def test_token_counts_match_the_model_tokenizer(embedder: LocalEmbedder) -> None:
+    text = "Tokenization of unbelievably long words"
+    assert embedder.count_tokens(text) == len(embedder._model.tokenizer.tokenize(text))
+
+
+def test_unknown_model_or_server_settings_are_clear_errors() -> None:
+    with pytest.raises(ConfigurationError, match="not a local model folder"):
+        make_embedder(None, "some-org/not-downloaded")
+    with pytest.raises(ConfigurationError, match="KB_EMBEDDING_URL"):
+        make_embedder("http://localhost:9/v1", None)

@@ -1,0 +1,60 @@
+"""The Chroma store adapter on real embedded Chroma."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.store import ChromaBackend, ChromaStore
+from retrieval.types import Chunk
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:
+    """Random unit vectors."""
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def chunks(doc: str, generation: int, n: int) -> list[Chunk]:
+    """n chunks of one document generation."""
+    return [
+        Chunk(doc, f"{doc}.txt", i, f"text {i}", 0, 6, page=i or None, generation=generation)
+        for i in range(n)
+    ]
+
+
+def test_writes_are_split_into_chroma_sized_batches(tmp_path: Path) -> None:
+    backend = ChromaBackend(path=tmp_path / "chroma")
+    store = backend.open("kb-test")
+    small = ChromaStore(store._collection, max_batch=7)  # forces several upserts
+    rng = np.random.default_rng(0)
+    small.add(chunks("a", 1, 30), unit(rng, 30))
+    assert small.count() == 30
+    assert small.inventory() == {("a", 1): 30}
+
+
+def test_query_scores_pages_and_generation_delete(tmp_path: Path) -> None:
+    store = ChromaBackend(path=tmp_path / "chroma").open("kb-test")
+    rng = np.random.default_rng(1)
+    vectors = unit(rng, 6)
+    store.add(chunks("a", 1, 3) + chunks("a", 2, 3), vectors)
+    hits = store.query(vectors[4], 2)
+    assert (hits[0].document_id, hits[0].generation, hits[0].chunk_index) == ("a", 2, 1)
+    assert abs(hits[0].score - 1.0) < 1e-4 and hits[0].score >= hits[1].score
+    assert hits[0].page == 1 and store.query(vectors[3], 1)[0].page is None
+    store.delete("a", 1)
+    assert store.inventory() == {("a", 2): 3}
+    store.delete("a")
+    assert store.count() == 0
+
+
+def test_collections_are_created_listed_and_dropped(tmp_path: Path) -> None:
+    backend = ChromaBackend(path=tmp_path / "chroma")
+    backend.open("kb-one")
+    backend.open("kb-two")
+    assert sorted(backend.names()) == ["kb-one", "kb-two"]
+    backend.drop("kb-one")
+    backend.drop("kb-missing")
+    assert backend.names() == ["kb-two"]
+    backend.heartbeat()
