@@ -98,8 +98,15 @@ class _Fail:
     error: str
 
 
+@dataclass
+class _Rejected:
+    """A file refused before parsing (limit, type, unreadable)."""
+
+    doc: Document
+
+
 _EOF = object()
-Event = Outcome | _Start | Chunk | _End | _Fail
+Event = Outcome | _Start | Chunk | _End | _Fail | _Rejected
 
 
 @dataclass
@@ -186,10 +193,10 @@ class Pipeline:
             with stored.open("rb") as f:
                 kind = detect_type(source.name, f.read(HEAD_BYTES))
         except InvalidDocument as exc:
-            yield self._failed_early(source, str(exc))
+            yield self._rejected(source, str(exc))
             return
         except OSError as exc:
-            yield self._failed_early(source, f"cannot read file: {exc.strerror or exc}")
+            yield self._rejected(source, f"cannot read file: {exc.strerror or exc}")
             return
         existing = self.catalog.get(doc_id)
         if (
@@ -222,8 +229,16 @@ class Pipeline:
             return
         yield _End(doc.id)
 
-    def _failed_early(self, source: Source, error: str) -> Outcome:
-        return Outcome(source.name, FAILED, source.document_id, error=error)
+    def _rejected(self, source: Source, error: str) -> _Rejected:
+        try:
+            size = source.path.stat().st_size
+        except OSError:
+            size = 0
+        kind = source.path.suffix.lower().lstrip(".") or "unknown"
+        return _Rejected(Document(
+            id=source.document_id, key=source.key, source=source.name, content_hash="",
+            type=kind, size=size, status=FAILED, error=error, owner=source.owner,
+        ))
 
     # -- consumer (calling thread) -------------------------------------------
 
@@ -244,6 +259,10 @@ class Pipeline:
                 state.ended.append(event.document_id)
         elif isinstance(event, _Fail):
             self._fail(state, event, report)
+        elif isinstance(event, _Rejected):
+            doc = event.doc
+            self.catalog.record_failure(doc)
+            self._record(state, Outcome(doc.source, FAILED, doc.id, error=doc.error), report)
         else:
             self._record(state, event, report)
 
@@ -266,8 +285,7 @@ class Pipeline:
         self.committer.abort(doc)
         doc.error = event.error
         self._record(state, Outcome(doc.source, FAILED, doc.id, error=event.error), report)
-        if self.catalog.get(doc.id) is None:
-            self.catalog.record_failure(doc)
+        self.catalog.record_failure(doc)  # never overwrites an indexed version
 
     def _record(self, state: _State, outcome: Outcome, report: Callable[[Outcome], None]) -> None:
         state.outcomes.append(outcome)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.service import KnowledgeBase
+from ingest.loaders import Limits
 from ingest.pipeline import Source
 from retrieval.embedders import Embedder
 from retrieval.types import Chunk
@@ -95,6 +96,24 @@ def test_bad_files_fail_alone_with_reasons(make_kb: MakeKb, tmp_path: Path) -> N
     assert "unsupported type" in reasons["photo.png"]
     failed = {d.source: d for d in kb.catalog.documents("failed")}
     assert failed["locked.pdf"].error == reasons["locked.pdf"]
+    assert_consistent(kb)
+
+
+def test_every_failure_is_in_the_catalog_with_its_latest_reason(
+    make_kb: MakeKb, tmp_path: Path
+) -> None:
+    kb = make_kb(limits=Limits(max_file_bytes=100))
+    big = write(tmp_path / "big.txt", "word " * 100)
+    odd = write(tmp_path / "data.csv", "a,b\n1,2\n")
+    kb.ingest([src(big), src(odd)])
+    failed = {d.source: d.error or "" for d in kb.catalog.documents("failed")}
+    assert "over the limit" in failed["big.txt"] and "unsupported type" in failed["data.csv"]
+    write(big, "")
+    kb.ingest([src(big)])
+    assert "empty" in (kb.catalog.find("big.txt")[0].error or "")
+    write(big, PARIS[:90])
+    assert kb.ingest([src(big)])[0].status == "added"
+    assert kb.catalog.find("big.txt")[0].status == "indexed"
     assert_consistent(kb)
 
 
