@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.jobs import JobRunner
-from app.metrics import Metrics
+from app.metrics import Metrics, MetricsMiddleware
 from app.routers import documents, health, jobs, search
 from app.service import open_knowledge_base
 from app.settings import Settings
@@ -81,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    app.middleware("http")(app.state.metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_exception_handler(KbError, kb_error_handler)
     secured = [Depends(require_api_key)]
     for module in (search, documents, jobs):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import Request, Response
+from fastapi import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.service import KnowledgeBase
 
@@ -30,18 +30,6 @@ class Metrics:
         )
         self.chunks = Gauge("kb_chunks", "Chunks of indexed documents", registry=self.registry)
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Count and time every request by its route template."""
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        self.requests.labels(request.method, path, str(response.status_code)).inc()
-        self.latency.labels(path).observe(time.perf_counter() - start)
-        return response
-
     def render(self, kb: KnowledgeBase) -> Response:
         """The exposition text, with catalog gauges refreshed."""
         counts = kb.catalog.counts()
@@ -49,3 +37,33 @@ class Metrics:
             self.documents.labels(status).set(counts.get(f"documents_{status}", 0))
         self.chunks.set(counts.get("chunks", 0))
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware counting and timing requests by route template.
+
+    Starlette's ``BaseHTTPMiddleware`` costs milliseconds per request, a large
+    share of a search's latency; this one costs microseconds.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, noting the response status and the time taken."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), ["500"]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], path, status[0]).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
