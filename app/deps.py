@@ -1,4 +1,8 @@
-"""Request dependencies: the service objects built in the lifespan, and auth."""
+"""Request dependencies: the service objects built in the lifespan, and auth.
+
+All are ``async def``: they do no I/O, and FastAPI would run a plain ``def``
+dependency on the thread pool, a hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +16,27 @@ from app.service import KnowledgeBase
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_kb(request: Request) -> KnowledgeBase:
+async def get_kb(request: Request) -> KnowledgeBase:
     """The knowledge base opened at start-up."""
     kb: KnowledgeBase = request.app.state.kb
     return kb
 
 
-def get_jobs(request: Request) -> JobRunner:
+async def get_jobs(request: Request) -> JobRunner:
     """The background job runner."""
     jobs: JobRunner = request.app.state.jobs
     return jobs
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """When KB_API_KEY is set, every API call needs ``Authorization: Bearer <key>``."""
-    key = get_settings(request).api_key
+    key = (await get_settings(request)).api_key
     if key is None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
