@@ -6,11 +6,14 @@ adapts one Chroma collection to it. Chroma's own types stay in this module.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import httpx
 import numpy as np
 
 from retrieval.errors import UpstreamUnavailable
@@ -33,14 +36,45 @@ class VectorStore(Protocol):
         """Number of chunks stored."""
 
 
-class ChromaStore:
-    """One Chroma collection with cosine distance."""
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts when a Chroma server drops out
 
-    def __init__(self, collection: Any, max_batch: int) -> None:
+T = TypeVar("T")
+
+
+def _resilient(method: Callable[..., T]) -> Callable[..., T]:
+    """Retry an idempotent store call on connection errors, then raise UpstreamUnavailable."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return method(self, *args, **kwargs)
+            except httpx.TransportError as exc:
+                if delay is None:
+                    raise UpstreamUnavailable(
+                        f"Chroma server unreachable at {self.where}: {exc}; is it running? "
+                        "(KB_CHROMA_URL)"
+                    ) from exc
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+class ChromaStore:
+    """One Chroma collection with cosine distance.
+
+    Every operation is idempotent (upsert by id, delete by filter, reads), so
+    each is retried briefly when a Chroma server drops the connection.
+    """
+
+    def __init__(self, collection: Any, max_batch: int, where: str = "embedded") -> None:
         self._collection = collection
         self._max_batch = max_batch
         self.name: str = collection.name
+        self.where = where
 
+    @_resilient
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Upsert in slices no larger than Chroma's maximum batch size."""
         for start in range(0, len(chunks), self._max_batch):
@@ -52,6 +86,7 @@ class ChromaStore:
                 metadatas=[_metadata(c) for c in part],
             )
 
+    @_resilient
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Delete by metadata filter, so no id bookkeeping is needed."""
         where: dict[str, Any] = {"document_id": document_id}
@@ -59,6 +94,7 @@ class ChromaStore:
             where = {"$and": [where, {"generation": generation}]}
         self._collection.delete(where=where)
 
+    @_resilient
     def query(self, vector: np.ndarray, k: int) -> list[Hit]:
         """Nearest neighbours; score is cosine similarity (1 - distance)."""
         if k <= 0:
@@ -70,10 +106,12 @@ class ChromaStore:
         rows = zip(*columns, strict=True)
         return [_hit(text, meta, distance) for text, meta, distance in rows]
 
+    @_resilient
     def count(self) -> int:
         """Number of chunks in the collection."""
         return int(self._collection.count())
 
+    @_resilient
     def inventory(self) -> Counter[tuple[str, int]]:
         """Chunks per (document id, generation): what the catalog must agree with."""
         counts: Counter[tuple[str, int]] = Counter()
@@ -123,6 +161,7 @@ class ChromaBackend:
         from chromadb.config import Settings
 
         settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        self.where = url or "embedded"
         try:
             if url:
                 self._client = _http_client(url, settings)
@@ -132,23 +171,28 @@ class ChromaBackend:
                 self._client = chromadb.PersistentClient(path=str(path), settings=settings)
             self.max_batch = int(self._client.get_max_batch_size())
         except Exception as exc:  # chromadb raises bare Exceptions for connection errors
-            where = url or str(path)
-            raise UpstreamUnavailable(
-                f"Chroma unreachable at {where}: {exc}; check KB_CHROMA_URL / KB_DATA_DIR"
-            ) from exc
+            if url:
+                message = f"Chroma server unreachable at {url}: {exc}; is it running?"
+                message += " (KB_CHROMA_URL)"
+            else:
+                message = f"cannot open embedded Chroma under {path}: {exc} (KB_DATA_DIR)"
+            raise UpstreamUnavailable(message) from exc
 
+    @_resilient
     def open(self, name: str) -> ChromaStore:
         """Get or create a cosine collection (vectors always come from us)."""
         collection = self._client.get_or_create_collection(
             name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
         )
-        return ChromaStore(collection, self.max_batch)
+        return ChromaStore(collection, self.max_batch, self.where)
 
+    @_resilient
     def drop(self, name: str) -> None:
         """Delete a collection if it exists."""
         if name in self.names():
             self._client.delete_collection(name)
 
+    @_resilient
     def names(self) -> list[str]:
         """Names of all collections."""
         return [c.name if hasattr(c, "name") else str(c) for c in self._client.list_collections()]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +23,50 @@ from retrieval.embedders import Embedder, LocalEmbedder  # noqa: E402
 from retrieval.store import ChromaBackend  # noqa: E402
 
 MakeKb = Callable[..., KnowledgeBase]
+CHROMA = Path(sys.executable).with_name("chroma")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_chroma(path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a real `chroma run` server on a free port; returns it and its URL once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(CHROMA), "run", "--path", str(path), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v2/heartbeat").status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("chroma run did not start within 60 s")
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real Chroma server shared by the tests (collections have unique names)."""
+    process, url = start_chroma(tmp_path_factory.mktemp("chroma-server"))
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.integration)])
+def chroma_backend(request: pytest.FixtureRequest, tmp_path: Path) -> ChromaBackend:
+    """The store backend under test: embedded Chroma, or the real Chroma server."""
+    if request.param == "server":
+        return ChromaBackend(url=request.getfixturevalue("chroma_server"))
+    return ChromaBackend(path=tmp_path / "data" / "chroma")
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +76,9 @@ def embedder() -> LocalEmbedder:
 
 
 @pytest.fixture
-def make_kb(tmp_path: Path, embedder: LocalEmbedder) -> Iterator[MakeKb]:
+def make_kb(
+    tmp_path: Path, embedder: LocalEmbedder, chroma_backend: ChromaBackend
+) -> Iterator[MakeKb]:
     """Open knowledge bases on real embedded Chroma under ``tmp_path``; closed afterwards."""
     opened: list[KnowledgeBase] = []
 
@@ -37,7 +88,7 @@ def make_kb(tmp_path: Path, embedder: LocalEmbedder) -> Iterator[MakeKb]:
     ) -> KnowledgeBase:
         root = data_dir or tmp_path / "data"
         kb = KnowledgeBase(
-            data_dir=root, embedder=use or embedder, backend=ChromaBackend(path=root / "chroma"),
+            data_dir=root, embedder=use or embedder, backend=chroma_backend,
             limits=limits or Limits(), chunking=chunking or ChunkSettings(),
             batch_size=batch_size,
         )

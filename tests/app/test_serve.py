@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import free_port
+
 KB = Path(sys.executable).with_name("kb")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from retrieval.errors import UpstreamUnavailable
 from retrieval.store import ChromaBackend, ChromaStore
 from retrieval.types import Chunk
+from tests.conftest import start_chroma
+
+
+def unique(prefix: str) -> str:
+    """A collection name no other test uses (the server is shared)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:
@@ -24,9 +33,8 @@ def chunks(doc: str, generation: int, n: int) -> list[Chunk]:
     ]
 
 
-def test_writes_are_split_into_chroma_sized_batches(tmp_path: Path) -> None:
-    backend = ChromaBackend(path=tmp_path / "chroma")
-    store = backend.open("kb-test")
+def test_writes_are_split_into_chroma_sized_batches(chroma_backend: ChromaBackend) -> None:
+    store = chroma_backend.open(unique("kb-batch"))
     small = ChromaStore(store._collection, max_batch=7)  # forces several upserts
     rng = np.random.default_rng(0)
     small.add(chunks("a", 1, 30), unit(rng, 30))
@@ -34,8 +42,8 @@ def test_writes_are_split_into_chroma_sized_batches(tmp_path: Path) -> None:
     assert small.inventory() == {("a", 1): 30}
 
 
-def test_query_scores_pages_and_generation_delete(tmp_path: Path) -> None:
-    store = ChromaBackend(path=tmp_path / "chroma").open("kb-test")
+def test_query_scores_pages_and_generation_delete(chroma_backend: ChromaBackend) -> None:
+    store = chroma_backend.open(unique("kb-query"))
     rng = np.random.default_rng(1)
     vectors = unit(rng, 6)
     store.add(chunks("a", 1, 3) + chunks("a", 2, 3), vectors)
@@ -49,12 +57,23 @@ def test_query_scores_pages_and_generation_delete(tmp_path: Path) -> None:
     assert store.count() == 0
 
 
-def test_collections_are_created_listed_and_dropped(tmp_path: Path) -> None:
-    backend = ChromaBackend(path=tmp_path / "chroma")
-    backend.open("kb-one")
-    backend.open("kb-two")
-    assert sorted(backend.names()) == ["kb-one", "kb-two"]
-    backend.drop("kb-one")
-    backend.drop("kb-missing")
-    assert backend.names() == ["kb-two"]
-    backend.heartbeat()
+def test_collections_are_created_listed_and_dropped(chroma_backend: ChromaBackend) -> None:
+    one, two = unique("kb-one"), unique("kb-two")
+    chroma_backend.open(one)
+    chroma_backend.open(two)
+    assert {one, two} <= set(chroma_backend.names())
+    chroma_backend.drop(one)
+    chroma_backend.drop(unique("kb-missing"))
+    assert two in chroma_backend.names() and one not in chroma_backend.names()
+    chroma_backend.heartbeat()
+
+
+def test_a_chroma_server_that_goes_away_is_a_clear_error(tmp_path: Path) -> None:
+    process, url = start_chroma(tmp_path / "server")
+    store = ChromaBackend(url=url).open("kb-gone")
+    process.terminate()
+    process.wait(timeout=30)
+    with pytest.raises(UpstreamUnavailable, match=f"Chroma server unreachable at {url}"):
+        store.count()
+    with pytest.raises(UpstreamUnavailable, match="is it running"):
+        ChromaBackend(url=url)
