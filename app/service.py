@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from app.settings import MB, Settings
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker, ChunkSettings
@@ -33,7 +35,8 @@ class KnowledgeBase:
         chunking: ChunkSettings, batch_size: int = 64,
     ) -> None:
         self.data_dir, self.embedder, self.backend = data_dir, embedder, backend
-        self.limits, self.batch_size = limits, batch_size
+        # A remote embedder takes several requests at once: give it enough per call.
+        self.limits, self.batch_size = limits, batch_size * embedder.max_concurrency
         self._lock_file = _lock_data_dir(data_dir)
         self.catalog = Catalog(data_dir / "catalog.sqlite3")
         self.originals = Originals(data_dir / "originals")
@@ -234,11 +237,16 @@ def _lock_data_dir(data_dir: Path) -> Any:
     return handle
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
+
+
 def open_knowledge_base(settings: Settings) -> KnowledgeBase:
     """Build the service from settings (the only place besides the CLI that reads them)."""
     embedder = make_embedder(
         settings.embedding_url, settings.embedding_model,
         dimensions=settings.embedding_dimensions, query_instruction=settings.query_instruction,
+        api_key=_secret(settings.embedding_api_key), tokenizer=settings.tokenizer,
     )
     data_dir = settings.data_dir.expanduser().resolve()
     backend = ChromaBackend(path=data_dir / "chroma", url=settings.chroma_url)

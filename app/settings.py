@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     embedding_url: str | None = None
     embedding_model: str | None = None
     embedding_dimensions: int | None = Field(default=None, gt=0)
+    embedding_api_key: SecretStr | None = None
+    tokenizer: str | None = None
     query_instruction: str | None = None
     chroma_url: str | None = None
     llm_url: str | None = None
@@ -37,7 +39,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
-        "llm_model", "embedding_dimensions", "api_key", mode="before",
+        "llm_model", "embedding_dimensions", "api_key", "embedding_api_key", "tokenizer",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -25,7 +25,7 @@ from typing import Any
 import common
 import numpy as np
 
-from retrieval.embedders import Embedder, _fast_tokenizer, resolve_local_model
+from retrieval.embedders import Embedder, fast_tokenizer, resolve_local_model
 
 MB = 2**20
 BLOCK_CHARS = MB  # the TXT generator writes this much at a time
@@ -48,7 +48,7 @@ class FakeEmbedder(Embedder):
 
     def __init__(self) -> None:
         """Load the packaged model's tokenizer only (no weights)."""
-        self._count = _fast_tokenizer(resolve_local_model(None))
+        self._count = fast_tokenizer(resolve_local_model(None))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One hashed random unit vector per text."""

@@ -88,7 +88,7 @@ class LocalEmbedder(Embedder):
         self.max_tokens = int(self._model.max_seq_length or 512)
         self.batch_size = batch_size
         self.query_instruction = query_instruction
-        self._tokenizer = _fast_tokenizer(path)
+        self._tokenizer = fast_tokenizer(path)
         # torch runs one encode at a time well; parallel calls only thrash the cores.
         self._lock = threading.Lock()
 
@@ -131,11 +131,16 @@ def resolve_local_model(model: str | Path | None) -> Path:
     return path
 
 
-def _fast_tokenizer(path: Path) -> Callable[[str], int]:
+def tokenizer_file(path: Path) -> Path:
+    """The tokenizer.json of a model folder, or ``path`` itself when it is that file."""
+    return path / "tokenizer.json" if path.is_dir() else path
+
+
+def fast_tokenizer(path: Path) -> Callable[[str], int]:
     """A cached token counter; the splitter asks for the same words again and again."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(tokenizer_file(path)))
     tokenizer.no_truncation()
     tokenizer.no_padding()
 
@@ -152,12 +157,20 @@ def make_embedder(
     *,
     dimensions: int | None = None,
     query_instruction: str | None = None,
+    api_key: str | None = None,
+    tokenizer: str | None = None,
 ) -> Embedder:
-    """Choose the embedder from settings: a server when ``url`` is set, else in-process."""
+    """Choose the embedder from settings: servers when ``url`` is set, else in-process.
+
+    ``url`` may list several replicas separated by commas; they share the load.
+    """
     if url:
-        raise ConfigurationError(
-            "KB_EMBEDDING_URL is set, but this build has only the in-process embedder; "
-            "unset KB_EMBEDDING_URL to use the packaged model"
+        from retrieval.remote import OpenAIEmbedder
+
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        return OpenAIEmbedder(
+            urls, model or DEFAULT_MODEL, dimensions=dimensions,
+            query_instruction=query_instruction, api_key=api_key, tokenizer=tokenizer,
         )
     if dimensions:
         raise ConfigurationError(

@@ -1,0 +1,187 @@
+"""Embeddings from OpenAI-compatible servers (vLLM), one or several replicas.
+
+A call to ``embed`` is cut into requests by count and token budget; up to
+``max_concurrency`` requests are in flight at once, spread over the replicas,
+so one ingest keeps every server busy without flooding any. Connection
+errors, 429 and 5xx are retried with backoff on the next replica; a 400 for an
+over-long input is retried once with ``truncate_prompt_tokens`` (the chunker
+sizes chunks to fit, so this only happens when the tokenizer used for sizing
+differs from the server's). A server that stays down raises
+``UpstreamUnavailable`` naming its URL.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from retrieval.embedders import Embedder, fast_tokenizer, tokenizer_file
+from retrieval.errors import ConfigurationError, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class OpenAIEmbedder(Embedder):
+    """``POST {url}/embeddings`` on one or more servers serving the same model."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        model: str,
+        *,
+        dimensions: int | None = None,
+        query_instruction: str | None = None,
+        api_key: str | None = None,
+        tokenizer: str | Path | None = None,
+        max_batch_items: int = 32,
+        max_batch_tokens: int = 16384,
+        requests_per_server: int = 2,
+        timeout: float = 120.0,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise ConfigurationError("KB_EMBEDDING_URL is empty")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.urls = [u.rstrip("/") for u in urls]
+        self._clients = [
+            httpx.Client(base_url=u, headers=headers, timeout=timeout, transport=transport)
+            for u in self.urls
+        ]
+        self._next = itertools.cycle(range(len(self._clients)))
+        self.name, self.dimensions, self.query_instruction = model, dimensions, query_instruction
+        self.max_batch_items, self.max_batch_tokens = max_batch_items, max_batch_tokens
+        self.retry_delays = tuple(retry_delays)
+        self.max_concurrency = requests_per_server * len(self._clients)
+        self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="kb-embed")
+        info = self._model_info()
+        self.max_tokens = int(info.get("max_model_len") or 512)
+        self._count = _token_counter(tokenizer, info, self._remote_count)
+        self.dimension = len(self._request(["dimension probe"])[0])
+
+    def close(self) -> None:
+        """Close connections and the request pool."""
+        self._pool.shutdown(wait=False)
+        for client in self._clients:
+            client.close()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed in concurrent requests; rows come back in input order, unit length."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        batches = self._batches(texts)
+        parts = list(self._pool.map(self._request, batches))
+        vectors = np.asarray([v for part in parts for v in part], dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the served model (local tokenizer when available, else the server)."""
+        return self._count(text)
+
+    def _batches(self, texts: Sequence[str]) -> list[list[str]]:
+        """Cut by item count and an estimated token budget (4 characters a token)."""
+        batches: list[list[str]] = [[]]
+        budget = 0
+        for text in texts:
+            cost = min(len(text) // 4 + 1, self.max_tokens)
+            if batches[-1] and (
+                len(batches[-1]) >= self.max_batch_items or budget + cost > self.max_batch_tokens
+            ):
+                batches.append([])
+                budget = 0
+            batches[-1].append(text)
+            budget += cost
+        return batches
+
+    def _request(self, texts: list[str]) -> list[list[float]]:
+        body: dict[str, Any] = {"model": self.name, "input": texts}
+        if self.dimensions:
+            body["dimensions"] = self.dimensions
+        response = self._post("/embeddings", body)
+        if response.status_code == 400 and "maximum context length" in response.text:
+            log.warning("input over %d tokens: retrying with truncation", self.max_tokens)
+            response = self._post("/embeddings", {**body, "truncate_prompt_tokens": -1})
+        _raise_for_status(response)
+        rows = sorted(response.json()["data"], key=lambda row: row["index"])
+        return [row["embedding"] for row in rows]
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST with retries over the replicas; raise UpstreamUnavailable when all fail."""
+        error: str = ""
+        for delay in (*self.retry_delays, None):
+            client = self._clients[next(self._next)]
+            try:
+                response = client.post(path, json=body)
+                if response.status_code not in RETRY_STATUS:
+                    return response
+                error = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.TransportError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if delay is not None:
+                time.sleep(delay)
+        raise UpstreamUnavailable(
+            f"embedding server unreachable at {', '.join(self.urls)} ({error}); "
+            "check that vLLM is running and KB_EMBEDDING_URL"
+        )
+
+    def _model_info(self) -> dict[str, Any]:
+        try:
+            response = self._clients[0].get("/models")
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(
+                f"embedding server unreachable at {self.urls[0]}: {exc}; check KB_EMBEDDING_URL"
+            ) from exc
+        _raise_for_status(response)
+        models = {m["id"]: m for m in response.json().get("data", [])}
+        if self.name not in models:
+            raise ConfigurationError(
+                f"the embedding server at {self.urls[0]} does not serve {self.name!r} "
+                f"(it serves {', '.join(models) or 'nothing'}); set KB_EMBEDDING_MODEL"
+            )
+        return dict(models[self.name])
+
+    def _remote_count(self, text: str) -> int:
+        root = self.urls[0].removesuffix("/v1")
+        body = {"model": self.name, "prompt": text, "add_special_tokens": False}
+        response = self._clients[0].post(f"{root}/tokenize", json=body)
+        _raise_for_status(response)
+        return int(response.json()["count"])
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """Errors that retrying cannot fix: 4xx means our request or settings are wrong."""
+    if response.status_code < 400:
+        return
+    message = (
+        f"embedding server at {response.request.url} answered HTTP {response.status_code}: "
+        f"{response.text[:300]}"
+    )
+    if response.status_code < 500:
+        raise ConfigurationError(f"{message}; check KB_EMBEDDING_MODEL/DIMENSIONS and the key")
+    raise UpstreamUnavailable(message)
+
+
+def _token_counter(
+    tokenizer: str | Path | None, info: dict[str, Any], remote: Callable[[str], int]
+) -> Callable[[str], int]:
+    """A local fast tokenizer when one is configured or the model folder is on this host."""
+    for candidate in (tokenizer, info.get("root")):
+        if candidate and tokenizer_file(Path(candidate)).is_file():
+            return fast_tokenizer(Path(candidate))
+    if tokenizer:
+        raise ConfigurationError(f"KB_TOKENIZER={tokenizer}: no tokenizer.json there")
+    log.warning("no local tokenizer: counting tokens through the server (slower); set KB_TOKENIZER")
+    return functools.lru_cache(maxsize=65536)(remote)
