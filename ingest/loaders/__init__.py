@@ -30,7 +30,7 @@ HEAD_BYTES = 8 * 1024
 class Limits:
     """Per-document limits on input size and extracted text."""
 
-    max_file_bytes: int = 200 * 2**20
+    max_file_bytes: int = 256 * 2**20
     max_docx_uncompressed_bytes: int = 512 * 2**20  # zip-bomb guard
     max_pages: int = 5000
     max_chars: int = 300_000_000  # extracted characters per document

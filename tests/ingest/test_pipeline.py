@@ -228,3 +228,37 @@ def test_failed_reindex_changes_nothing(make_kb: MakeKb, tmp_path: Path) -> None
     assert kb.store.name == old and kb.backend.names() == [old]
     assert kb.store.inventory() == before
     assert kb.search("Eiffel", 1)[0].source == "paris.txt"
+
+
+class SmallerModel(Embedder):
+    """A different embedding model (real vectors cut to 128 dims), as after a model change."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner, self.name, self.dimension = inner, "other-model", 128
+        self.max_tokens = inner.max_tokens
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        cut = self.inner.embed(texts)[:, :128]
+        return cut / np.linalg.norm(cut, axis=1, keepdims=True)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def test_model_change_is_refused_until_reindex(
+    make_kb: MakeKb, embedder: Embedder, tmp_path: Path
+) -> None:
+    from retrieval.errors import ConfigurationError
+
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "o.txt", OCEAN)), src(write(tmp_path / "p.txt", PARIS))])
+    kb.close()
+    kb = make_kb(use=SmallerModel(embedder))
+    with pytest.raises(ConfigurationError, match="run `kb reindex`"):
+        kb.search("whales", 1)
+    with pytest.raises(ConfigurationError, match="other-model:128"):
+        kb.ingest([src(write(tmp_path / "n.txt", "new"))])
+    kb.reindex()
+    assert kb.search("largest animal whales", 1)[0].source == "o.txt"
+    assert kb.status()["dimension"] == 128
+    assert_consistent(kb)
