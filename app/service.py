@@ -17,9 +17,10 @@ from pydantic import SecretStr
 from app.settings import MB, Settings
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker, ChunkSettings
+from ingest.commit import CatalogCommitter, CollectingCommitter
 from ingest.loaders import PARSER_VERSION, Limits
 from ingest.originals import Originals
-from ingest.pipeline import FAILED, UPDATED, CatalogCommitter, Outcome, Pipeline, Source
+from ingest.pipeline import FAILED, Outcome, Pipeline, Source
 from retrieval.embedders import Embedder, make_embedder
 from retrieval.errors import ConfigurationError, DataDirBusy, DocumentNotFound, KbError
 from retrieval.search import dense_search
@@ -170,30 +171,6 @@ class KnowledgeBase:
             Source(d.key, d.source, self.originals.path(d.content_hash), d.owner)
             for d in self.catalog.documents(INDEXED)
         ]
-
-
-class CollectingCommitter:
-    """Re-index: chunks keep their generation; the catalog changes only at the switch."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self.docs: list[Document] = []
-
-    def generation(self, document_id: str) -> int:
-        """The document's current generation, so search filters keep working after the switch."""
-        doc = self.catalog.get(document_id)
-        return doc.generation if doc else 1
-
-    def begin(self, doc: Document) -> None:
-        """Nothing to record: a failed re-index drops the whole new collection."""
-
-    def commit(self, doc: Document) -> str:
-        """Remember the document's new chunk count and fingerprint."""
-        self.docs.append(doc)
-        return UPDATED
-
-    def abort(self, doc: Document) -> None:
-        """Nothing to undo per document (see ``begin``)."""
 
 
 def _raise_if_failed(outcomes: list[Outcome]) -> None:

@@ -308,33 +308,3 @@ def _put(out: queue.Queue[object], item: object, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
-
-
-class CatalogCommitter:
-    """Normal ingest: the intent protocol of ``ingest.catalog``."""
-
-    def __init__(self, catalog: Catalog, store: VectorStore) -> None:
-        self.catalog, self.store = catalog, store
-
-    def generation(self, document_id: str) -> int:
-        """A fresh generation, so old chunks stay searchable until the swap."""
-        return self.catalog.next_generation(document_id)
-
-    def begin(self, doc: Document) -> None:
-        """Record the intent before any vector is written."""
-        self.catalog.intend(doc.id, doc.generation)
-
-    def commit(self, doc: Document) -> str:
-        """Swap the catalog row, then delete the replaced generation's vectors."""
-        replaced = self.catalog.commit(doc)
-        if replaced is None:
-            return ADDED
-        if replaced != doc.generation:
-            self.store.delete(doc.id, replaced)
-            self.catalog.done(doc.id, replaced)
-        return UPDATED
-
-    def abort(self, doc: Document) -> None:
-        """Delete the new generation's vectors and the intent."""
-        self.store.delete(doc.id, doc.generation)
-        self.catalog.done(doc.id, doc.generation)

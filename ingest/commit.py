@@ -1,0 +1,66 @@
+"""How a finished document becomes visible: the two ``Committer`` strategies.
+
+``CatalogCommitter`` is normal ingest, following the intent protocol of
+``ingest.catalog``; ``CollectingCommitter`` is re-indexing, where the catalog
+changes only when the new collection is switched in.
+"""
+
+from __future__ import annotations
+
+from ingest.catalog import Catalog, Document
+from ingest.pipeline import ADDED, UPDATED
+from retrieval.store import VectorStore
+
+
+class CatalogCommitter:
+    """Normal ingest: the intent protocol of ``ingest.catalog``."""
+
+    def __init__(self, catalog: Catalog, store: VectorStore) -> None:
+        self.catalog, self.store = catalog, store
+
+    def generation(self, document_id: str) -> int:
+        """A fresh generation, so old chunks stay searchable until the swap."""
+        return self.catalog.next_generation(document_id)
+
+    def begin(self, doc: Document) -> None:
+        """Record the intent before any vector is written."""
+        self.catalog.intend(doc.id, doc.generation)
+
+    def commit(self, doc: Document) -> str:
+        """Swap the catalog row, then delete the replaced generation's vectors."""
+        replaced = self.catalog.commit(doc)
+        if replaced is None:
+            return ADDED
+        if replaced != doc.generation:
+            self.store.delete(doc.id, replaced)
+            self.catalog.done(doc.id, replaced)
+        return UPDATED
+
+    def abort(self, doc: Document) -> None:
+        """Delete the new generation's vectors and the intent."""
+        self.store.delete(doc.id, doc.generation)
+        self.catalog.done(doc.id, doc.generation)
+
+
+class CollectingCommitter:
+    """Re-index: chunks keep their generation; the catalog changes only at the switch."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.docs: list[Document] = []
+
+    def generation(self, document_id: str) -> int:
+        """The document's current generation, so search filters keep working after the switch."""
+        doc = self.catalog.get(document_id)
+        return doc.generation if doc else 1
+
+    def begin(self, doc: Document) -> None:
+        """Nothing to record: a failed re-index drops the whole new collection."""
+
+    def commit(self, doc: Document) -> str:
+        """Remember the document's new chunk count and fingerprint."""
+        self.docs.append(doc)
+        return UPDATED
+
+    def abort(self, doc: Document) -> None:
+        """Nothing to undo per document (see ``begin``)."""
