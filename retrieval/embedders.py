@@ -10,9 +10,9 @@ never exceed what the model accepts.
 from __future__ import annotations
 
 import functools
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -89,19 +89,24 @@ class LocalEmbedder(Embedder):
         self.batch_size = batch_size
         self.query_instruction = query_instruction
         self._tokenizer = fast_tokenizer(path)
-        # torch runs one encode at a time well; parallel calls only thrash the cores.
-        self._lock = threading.Lock()
+        # Every encode runs on this one thread: torch's OpenMP team belongs to the
+        # calling thread, and calls from rotating request threads cost ~50% more
+        # (20 ms instead of 13 ms a query here). It also serialises encodes, which
+        # in parallel would only thrash the cores.
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="kb-embed")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Encode with sentence-transformers, normalised for cosine distance."""
-        with self._lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        return self._worker.submit(self._encode, list(texts)).result()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
