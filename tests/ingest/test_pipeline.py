@@ -222,10 +222,11 @@ def test_failed_reindex_changes_nothing(make_kb: MakeKb, tmp_path: Path) -> None
     kb = make_kb()
     kb.ingest([src(write(tmp_path / "paris.txt", PARIS))])
     old, before = kb.store.name, kb.store.inventory()
+    collections = set(kb.backend.names())  # a Chroma server may hold other tests' too
     kb.originals.discard(kb.catalog.documents()[0].content_hash)  # the original went missing
     with pytest.raises(Exception, match="re-index stopped"):
         kb.reindex()
-    assert kb.store.name == old and kb.backend.names() == [old]
+    assert kb.store.name == old and set(kb.backend.names()) == collections
     assert kb.store.inventory() == before
     assert kb.search("Eiffel", 1)[0].source == "paris.txt"
 
