@@ -1,0 +1,26 @@
+# The kb service image: small, non-root, with a health check.
+# In production it embeds through vLLM; the in-process model stays installed as
+# the embedded default, on the CPU build of torch (no CUDA libraries).
+FROM python:3.11-slim
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    KB_DATA_DIR=/data KB_HOST=0.0.0.0 KB_PORT=8000
+
+WORKDIR /src
+RUN pip install --index-url ${TORCH_INDEX_URL} torch==2.13.0
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY ingest ./ingest
+COPY retrieval ./retrieval
+RUN pip install . && rm -rf /src
+
+RUN useradd --create-home --uid 10001 kb && mkdir -p /data && chown kb /data
+USER kb
+WORKDIR /home/kb
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
+CMD ["kb", "serve"]

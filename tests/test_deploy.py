@@ -1,0 +1,125 @@
+"""The deployment files, checked without a Docker engine (none runs here)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def env_of(service: str) -> dict[str, str]:
+    """A service's environment as a dict."""
+    return {k: str(v) for k, v in SERVICES[service].get("environment", {}).items()}
+
+
+def test_every_service_has_an_image_or_build_and_the_product_is_complete() -> None:
+    assert set(SERVICES) == {"vllm-embed", "vllm-chat", "chroma", "kb", "open-webui"}
+    for name, service in SERVICES.items():
+        assert service.get("image") or service.get("build"), name
+    assert SERVICES["kb"]["build"] == "."
+    assert SERVICES["vllm-chat"]["profiles"] == ["llm"]  # optional
+
+
+def test_health_checks_guard_every_dependency() -> None:
+    assert "HEALTHCHECK" in DOCKERFILE  # kb's own check lives in its image
+    for name in ("vllm-embed", "vllm-chat", "chroma"):
+        assert SERVICES[name]["healthcheck"]["test"], name
+    for name, service in SERVICES.items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert dependency in SERVICES, (name, dependency)
+            if rule.get("condition") == "service_healthy":
+                assert "healthcheck" in SERVICES[dependency] or dependency == "kb"
+
+
+def test_every_kb_variable_is_a_real_setting() -> None:
+    known = {f"KB_{name.upper()}" for name in Settings.model_fields}
+    for service in SERVICES.values():
+        for key in service.get("environment", {}):
+            if key.startswith("KB_"):
+                assert key in known, f"{key} is not a kb setting"
+    kb = env_of("kb")
+    assert kb["KB_EMBEDDING_URL"] == "http://vllm-embed:8000/v1"
+    assert kb["KB_CHROMA_URL"] == "http://chroma:8000"
+    assert kb["KB_DATA_DIR"] == "/data" and "${KB_API_KEY:?" in kb["KB_API_KEY"]
+
+
+def test_the_embedding_server_serves_the_model_kb_asks_for() -> None:
+    args = dict(a.removeprefix("--").split("=", 1) for a in SERVICES["vllm-embed"]["command"])
+    assert args["model"] == env_of("kb")["KB_EMBEDDING_MODEL"] == "Qwen/Qwen3-Embedding-4B"
+    assert args["runner"] == "pooling" and int(args["max-model-len"]) >= 512
+    for name in ("vllm-embed", "vllm-chat"):
+        devices = SERVICES[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["capabilities"] == ["gpu"]
+
+
+def test_open_webui_is_wired_to_kb() -> None:
+    webui = env_of("open-webui")
+    assert webui["OPENAI_API_BASE_URLS"] == "http://kb:8000/v1"
+    assert webui["EXTERNAL_DOCUMENT_LOADER_URL"] == "http://kb:8000"
+    assert webui["OPENAI_API_KEYS"] == webui["EXTERNAL_DOCUMENT_LOADER_API_KEY"] == "${KB_API_KEY}"
+    assert webui["CONTENT_EXTRACTION_ENGINE"] == "external"
+    assert webui["BYPASS_EMBEDDING_AND_RETRIEVAL"] == webui["ENABLE_FORWARD_USER_INFO_HEADERS"]
+    assert webui["ENABLE_OLLAMA_API"] == webui["ENABLE_PERSISTENT_CONFIG"] == "false"
+
+
+def test_ports_and_volumes_are_consistent() -> None:
+    host_ports = [p.split(":")[0] for s in SERVICES.values() for p in s.get("ports", [])]
+    assert len(host_ports) == len(set(host_ports))
+    assert "8000:8000" in SERVICES["kb"]["ports"] and "EXPOSE 8000" in DOCKERFILE
+    declared = set(COMPOSE["volumes"])
+    used = {v.split(":")[0] for s in SERVICES.values() for v in s.get("volumes", [])}
+    assert used == declared
+    assert "kb-data:/data" in SERVICES["kb"]["volumes"] and "KB_DATA_DIR=/data" in DOCKERFILE
+
+
+def test_image_runs_as_non_root() -> None:
+    assert re.search(r"^USER kb$", DOCKERFILE, re.M)
+    assert "FROM python:3.11-slim" in DOCKERFILE
+
+
+@pytest.mark.slow
+def test_the_image_install_works_from_only_what_the_dockerfile_copies(tmp_path: Path) -> None:
+    """Install kb the way the Dockerfile does (torch first, then `pip install .` of the copied
+    files), without Docker, and start it: catches a file the image forgets to copy."""
+    context = tmp_path / "src"
+    context.mkdir()
+    copied = [line.split()[1:-1] for line in DOCKERFILE.splitlines() if line.startswith("COPY ")]
+    for sources in copied:
+        for name in sources:
+            copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+            copy(ROOT / name, context / name)
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)  # the Dockerfile's CPU torch
+    subprocess.run([*pip, "."], cwd=context, check=True)
+    shutil.rmtree(context)  # as `rm -rf /src`: the install must not need the sources
+    probe = (
+        "from app.main import create_app; from app.settings import Settings;"
+        "print(' '.join(create_app(Settings()).openapi()['paths']))"
+    )
+    out = subprocess.run(
+        [str(env_dir / "bin" / "python"), "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert {"/v1/search", "/v1/documents", "/readyz"} <= set(out.stdout.split())
+    help_text = subprocess.run(
+        [str(env_dir / "bin" / "kb"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "ingest" in help_text
