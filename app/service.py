@@ -8,7 +8,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from ingest.commit import CatalogCommitter, CollectingCommitter
 from ingest.loaders import PARSER_VERSION, Limits
 from ingest.originals import Originals
 from ingest.pipeline import FAILED, Outcome, Pipeline, Source
+from retrieval.answer import Citation, answer_stream
+from retrieval.chat import ChatModel, make_chat_model
 from retrieval.embedders import Embedder, make_embedder
 from retrieval.errors import ConfigurationError, DataDirBusy, DocumentNotFound, KbError
 from retrieval.search import dense_search
@@ -33,9 +35,11 @@ class KnowledgeBase:
 
     def __init__(
         self, *, data_dir: Path, embedder: Embedder, backend: ChromaBackend, limits: Limits,
-        chunking: ChunkSettings, batch_size: int = 64,
+        chunking: ChunkSettings, batch_size: int = 64, llm: ChatModel | None = None,
+        min_score: float = 0.0,
     ) -> None:
         self.data_dir, self.embedder, self.backend = data_dir, embedder, backend
+        self.llm, self.min_score = llm, min_score
         # A remote embedder takes several requests at once: give it enough per call.
         self.limits, self.batch_size = limits, batch_size * embedder.max_concurrency
         self._lock_file = _lock_data_dir(data_dir)
@@ -106,6 +110,12 @@ class KnowledgeBase:
         self.check_embedding()
         vector = self.embedder.embed_query(query)
         return dense_search(self.store, vector, k, self.catalog.current_generations)
+
+    def answer(self, question: str, k: int = 5) -> tuple[list[Citation], Iterator[str]]:
+        """Citations and the streamed answer: from the LLM, else extractive."""
+        hits = self.search(question, k)
+        # The chat model's tokenizer is not ours: budget the prompt at 3 characters a token.
+        return answer_stream(question, hits, self.llm, lambda t: len(t) // 3 + 1, self.min_score)
 
     def remove(self, ref: str) -> list[Document]:
         """Delete the documents whose id, key or source name is ``ref``, vectors included."""
@@ -234,7 +244,9 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
         max_chars=settings.max_chars,
     )
     chunking = ChunkSettings(tokens=settings.chunk_tokens, overlap=settings.chunk_overlap)
+    llm = make_chat_model(settings.llm_url, settings.llm_model, _secret(settings.llm_api_key))
     return KnowledgeBase(
         data_dir=data_dir, embedder=embedder, backend=backend, limits=limits,
-        chunking=chunking, batch_size=settings.embed_batch_size,
+        chunking=chunking, batch_size=settings.embed_batch_size, llm=llm,
+        min_score=settings.min_score,
     )

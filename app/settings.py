@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     chroma_url: str | None = None
     llm_url: str | None = None
     llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    min_score: float = Field(
+        default=0.25, ge=-1, le=1, description="hits below this similarity do not answer"
+    )
     api_key: SecretStr | None = None
 
     host: str = "127.0.0.1"
@@ -42,7 +46,7 @@ class Settings(BaseSettings):
     @field_validator(
         "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
         "llm_model", "embedding_dimensions", "api_key", "embedding_api_key", "tokenizer",
-        mode="before",
+        "llm_api_key", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.app.helpers import upload, wait_job
 from tests.filegen import make_docx, make_encrypted_pdf, pdf_bytes
 
 MANUAL = ["Welcome to the handbook.", "Expense reports are due on the fifth working day."]
 POLICY = [("h1", "Holidays"), ("p", "Every employee has twenty-eight days of paid leave.")]
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    """A client of a fresh app on its own data directory."""
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as c:
-        yield c
-
-
-def wait_job(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    """Poll a job until it is done or failed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
-def upload(client: TestClient, files: list[tuple[str, bytes]]) -> dict[str, Any]:
-    """POST files and wait for the ingest job."""
-    response = client.post("/v1/documents", files=[("files", f) for f in files])
-    assert response.status_code == 202, response.text
-    assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
-    return wait_job(client, response.json()["id"])
 
 
 def test_upload_search_list_delete(client: TestClient, tmp_path: Path) -> None:

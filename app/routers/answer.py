@@ -1,0 +1,64 @@
+"""Answers with citations, as JSON or streamed as server-sent events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from app.deps import KbDep
+from retrieval.answer import Citation
+
+router = APIRouter(prefix="/v1", tags=["answer"])
+
+
+class AnswerRequest(BaseModel):
+    """A question."""
+
+    query: str = Field(min_length=1, max_length=8000)
+    k: int = Field(default=5, ge=1, le=50)
+    stream: bool = False
+
+
+class CitationView(BaseModel):
+    """A numbered source: ``[n]`` in the answer refers to it."""
+
+    n: int
+    document_id: str
+    source: str
+    page: int | None
+    chunk_index: int
+    text: str
+    score: float
+
+
+class AnswerResponse(BaseModel):
+    """The answer and its sources."""
+
+    answer: str
+    citations: list[CitationView]
+
+
+@router.post("/answer", response_model=AnswerResponse)
+def answer(body: AnswerRequest, kb: KbDep) -> AnswerResponse | StreamingResponse:
+    """Answer from the documents only, citing sources as [n]; "not found" when nothing fits.
+
+    With ``stream: true`` the reply is server-sent events: ``{"delta": text}`` pieces,
+    then ``{"citations": [...]}``, then ``[DONE]``.
+    """
+    citations, pieces = kb.answer(body.query, body.k)
+    views = [CitationView(**asdict(c)) for c in citations]
+    if body.stream:
+        return StreamingResponse(_events(pieces, citations), media_type="text/event-stream")
+    return AnswerResponse(answer="".join(pieces), citations=views)
+
+
+def _events(pieces: Iterator[str], citations: list[Citation]) -> Iterator[str]:
+    for piece in pieces:
+        yield f"data: {json.dumps({'delta': piece})}\n\n"
+    yield f"data: {json.dumps({'citations': [asdict(c) for c in citations]})}\n\n"
+    yield "data: [DONE]\n\n"

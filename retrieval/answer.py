@@ -1,0 +1,97 @@
+"""Answers grounded in retrieved chunks, with numbered citations.
+
+With a chat model, the best hits become numbered sources in a prompt that
+fits the model's context, and the model is told to answer only from them.
+Without one, the answer is extractive: the best passages, quoted, each with
+its citation. Either way, hits below ``min_score`` do not count, and a
+question nothing answers gets an honest "not found".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from retrieval.chat import ChatModel, Messages
+from retrieval.types import Hit
+
+NOT_FOUND = "Not found in the knowledge base."
+SYSTEM = (
+    "You answer questions using only the numbered sources below. Cite every claim with "
+    "its source number in square brackets, like [1]. If the sources do not contain the "
+    f"answer, reply exactly: {NOT_FOUND}"
+)
+ANSWER_TOKENS = 512  # room kept for the answer itself
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Where a numbered source comes from."""
+
+    n: int
+    document_id: str
+    source: str
+    page: int | None
+    chunk_index: int
+    text: str
+    score: float
+
+
+def citations_for(hits: Sequence[Hit]) -> list[Citation]:
+    """Number the hits 1, 2, ... in order."""
+    return [
+        Citation(i, h.document_id, h.source, h.page, h.chunk_index, h.text, h.score)
+        for i, h in enumerate(hits, 1)
+    ]
+
+
+def label(c: Citation) -> str:
+    """``file.pdf, page 3`` or ``notes.txt``."""
+    return f"{c.source}, page {c.page}" if c.page else c.source
+
+
+def build_messages(
+    question: str,
+    citations: Sequence[Citation],
+    context_tokens: int,
+    count_tokens: Callable[[str], int],
+) -> tuple[Messages, list[Citation]]:
+    """System prompt with as many numbered sources as fit the model's context."""
+    budget = context_tokens - ANSWER_TOKENS - count_tokens(SYSTEM + question) - 64
+    used: list[Citation] = []
+    blocks: list[str] = []
+    for c in citations:
+        block = f"[{c.n}] ({label(c)})\n{c.text}"
+        cost = count_tokens(block) + 8
+        if cost > budget:
+            break
+        budget -= cost
+        used.append(c)
+        blocks.append(block)
+    system = SYSTEM + "\n\nSources:\n\n" + "\n\n".join(blocks)
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}], used
+
+
+def extractive(citations: Sequence[Citation], passages: int = 3) -> Iterator[str]:
+    """The best passages, quoted, with their citation markers."""
+    for c in citations[:passages]:
+        text = " ".join(c.text.split())
+        yield f"> {text} [{c.n}]\n\n"
+
+
+def answer_stream(
+    question: str,
+    hits: Sequence[Hit],
+    llm: ChatModel | None,
+    count_tokens: Callable[[str], int],
+    min_score: float = 0.0,
+) -> tuple[list[Citation], Iterator[str]]:
+    """The citations that back the answer, and the answer's text as it is produced."""
+    relevant = [h for h in hits if h.score >= min_score]
+    citations = citations_for(relevant)
+    if not citations:
+        return [], iter([NOT_FOUND])
+    if llm is None:
+        return citations, extractive(citations)
+    messages, used = build_messages(question, citations, llm.context_tokens, count_tokens)
+    return used, llm.stream(messages, max_tokens=ANSWER_TOKENS)
