@@ -31,29 +31,22 @@ def vllm_python() -> str:
 
 
 class VllmServer:
-    """A vLLM OpenAI-compatible server process serving the packaged MiniLM as a pooling model."""
+    """A vLLM OpenAI-compatible server process; by default the packaged MiniLM for embeddings."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        model: Path | None = None,
+        name: str = EMBED_MODEL,
+        extra: tuple[str, ...] = ("--runner", "pooling"),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        command = [
-            vllm_python(),
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(resolve_local_model(None)),
-            "--served-model-name",
-            EMBED_MODEL,
-            "--runner",
-            "pooling",
-            "--dtype",
-            "float32",
-            "--port",
-            str(self.port),
-            # On CPU this is the share of RAM reserved; the default (0.92) fails on a shared host.
-            "--gpu-memory-utilization",
-            "0.15",
-        ]
+        served = str(model or resolve_local_model(None))
+        command = [vllm_python(), "-m", "vllm.entrypoints.openai.api_server", "--model", served]
+        command += ["--served-model-name", name, "--dtype", "float32", "--port", str(self.port)]
+        # On CPU this is the share of RAM reserved; the default (0.92) fails on a shared host.
+        command += ["--gpu-memory-utilization", "0.15", *extra]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
         self.log = log_path.open("w")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -74,6 +67,15 @@ class VllmServer:
             time.sleep(1)
         self.stop()
         raise RuntimeError(f"vLLM did not answer within {STARTUP_SECONDS} s; see {log_path}")
+
+    @classmethod
+    def tiny_chat(cls, folder: Path) -> VllmServer:
+        """Make the tiny random-weight chat model in ``folder`` and serve it as ``tiny-chat``."""
+        script = Path(__file__).with_name("tiny_chat_model.py")
+        model = folder / "tiny-chat"
+        command = [vllm_python(), str(script), str(model), str(resolve_local_model(None))]
+        subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        return cls(folder / "vllm-chat.log", model, "tiny-chat", ("--max-model-len", "2048"))
 
     def stop(self) -> None:
         """Terminate the server and its engine processes."""
