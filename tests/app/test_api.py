@@ -137,3 +137,19 @@ def test_search_keeps_working_during_reindex(client: TestClient) -> None:
     assert final["status"] == "done" and final["done"] == 30
     assert all(n == 3 for n in seen)
     assert len(client.post("/v1/search", json={"query": "river", "k": 3}).json()["results"]) == 3
+
+
+def test_chroma_server_down_is_a_503_with_the_reason(tmp_path: Path) -> None:
+    from tests.conftest import start_chroma
+
+    process, url = start_chroma(tmp_path / "chroma")
+    settings = Settings(data_dir=tmp_path / "data", chroma_url=url)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        process.terminate()
+        process.wait(timeout=30)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "Chroma" in ready.json()["checks"]["chroma"]
+        found = client.post("/v1/search", json={"query": "anything"})
+        assert found.status_code == 503
+        assert f"Chroma server unreachable at {url}" in found.json()["detail"]
