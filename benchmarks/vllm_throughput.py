@@ -35,26 +35,14 @@ from ingest.loaders import Limits  # noqa: E402
 from ingest.pipeline import Source  # noqa: E402
 from retrieval.remote import OpenAIEmbedder  # noqa: E402
 from retrieval.store import ChromaBackend  # noqa: E402
-from tests.vllm_server import EMBED_MODEL, VllmServer  # noqa: E402
+from tests.vllm_server import EMBED_MODEL, RecordingTransport, VllmServer  # noqa: E402
 
 
-class Recorder(httpx.HTTPTransport):
-    """A real transport that notes the size of every embeddings request."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sizes: list[int] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Record, then send for real."""
-        if request.url.path.endswith("/embeddings"):
-            self.sizes.append(len(json.loads(request.content)["input"]))
-        return super().handle_request(request)
-
-
-def pipeline_run(url: str, files: list[Path], work: Path) -> tuple[float, list[str], Recorder]:
+def pipeline_run(
+    url: str, files: list[Path], work: Path
+) -> tuple[float, list[str], RecordingTransport]:
     """Ingest through vLLM; returns seconds, the chunk texts written and the request log."""
-    recorder = Recorder()
+    recorder = RecordingTransport()
     embedder = OpenAIEmbedder([url], EMBED_MODEL, transport=recorder)
     recorder.sizes.clear()  # drop the dimension probe
     kb = KnowledgeBase(

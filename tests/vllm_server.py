@@ -7,6 +7,7 @@ variable the vLLM tests are skipped with the reason.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -28,6 +29,20 @@ def vllm_python() -> str:
     if not python or not Path(python).is_file():
         pytest.skip("no vLLM environment: run `make test` (it builds one in ~/.cache/kb)")
     return python
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """A real HTTP transport that notes the number of inputs in every embeddings request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Record, then send for real."""
+        if request.url.path.endswith("/embeddings"):
+            self.sizes.append(len(json.loads(request.content)["input"]))
+        return super().handle_request(request)
 
 
 class VllmServer:

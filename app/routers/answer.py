@@ -24,23 +24,11 @@ class AnswerRequest(BaseModel):
     stream: bool = False
 
 
-class CitationView(BaseModel):
-    """A numbered source: ``[n]`` in the answer refers to it."""
-
-    n: int
-    document_id: str
-    source: str
-    page: int | None
-    chunk_index: int
-    text: str
-    score: float
-
-
 class AnswerResponse(BaseModel):
     """The answer and its sources."""
 
     answer: str
-    citations: list[CitationView]
+    citations: list[Citation]  # ``[n]`` in the answer refers to ``n``
 
 
 @router.post("/answer", response_model=AnswerResponse)
@@ -51,10 +39,9 @@ def answer(body: AnswerRequest, kb: KbDep) -> AnswerResponse | StreamingResponse
     then ``{"citations": [...]}``, then ``[DONE]``.
     """
     citations, pieces = kb.answer(body.query, body.k)
-    views = [CitationView(**asdict(c)) for c in citations]
     if body.stream:
         return StreamingResponse(_events(pieces, citations), media_type="text/event-stream")
-    return AnswerResponse(answer="".join(pieces), citations=views)
+    return AnswerResponse(answer="".join(pieces), citations=citations)
 
 
 def _events(pieces: Iterator[str], citations: list[Citation]) -> Iterator[str]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -15,7 +13,7 @@ from retrieval.embedders import Embedder, LocalEmbedder
 from retrieval.errors import ConfigurationError, UpstreamUnavailable
 from retrieval.remote import OpenAIEmbedder
 from tests.conftest import MakeKb, write
-from tests.vllm_server import EMBED_MODEL, VllmServer
+from tests.vllm_server import EMBED_MODEL, RecordingTransport, VllmServer
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +30,6 @@ def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     server = VllmServer(tmp_path_factory.mktemp("vllm") / "vllm.log")
     yield server
     server.stop()
-
-
-class CountingTransport(httpx.HTTPTransport):
-    """A real HTTP transport that records the batch size of every embeddings request."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[int] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/embeddings"):
-            self.batches.append(len(json.loads(request.content)["input"]))
-        return super().handle_request(request)
 
 
 def test_vectors_agree_with_the_in_process_model(vllm: VllmServer, embedder: LocalEmbedder) -> None:
@@ -81,14 +66,14 @@ embedded_only = pytest.mark.parametrize("chroma_backend", ["embedded"], indirect
 def test_ingest_and_search_through_vllm_in_bounded_batches(
     vllm: VllmServer, make_kb: MakeKb, tmp_path: Path
 ) -> None:
-    transport = CountingTransport()
+    transport = RecordingTransport()
     remote = OpenAIEmbedder([vllm.url], EMBED_MODEL, max_batch_items=8, transport=transport)
     kb = make_kb(use=remote)
     files = [write(tmp_path / f"doc{i}.txt", f"Note {i}. {TEXTS[i % 3]}") for i in range(20)]
     outcomes = kb.ingest([Source(f"file:{p}", p.name, p) for p in files])
     assert {o.status for o in outcomes} == {"added"}
     assert kb.search("largest animal", 1)[0].text.endswith(TEXTS[1])
-    sent = transport.batches[1:]  # after the dimension probe
+    sent = transport.sizes[1:]  # after the dimension probe
     assert sum(sent) == 20 + 1 and max(sent) <= 8
 
 
