@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app.jobs import JobRunner
 from app.metrics import Metrics, MetricsMiddleware
-from app.routers import answer, documents, health, jobs, search
+from app.routers import answer, chat, documents, health, jobs, process, search
 from app.service import open_knowledge_base
 from app.settings import Settings
 from retrieval.errors import (
@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_exception_handler(KbError, kb_error_handler)
     secured = [Depends(require_api_key)]
-    for module in (search, answer, documents, jobs):
+    for module in (search, answer, chat, documents, jobs, process):
         app.include_router(module.router, dependencies=secured)
     app.include_router(health.router)
     return app

@@ -38,10 +38,23 @@ class Citation:
 
 
 def citations_for(hits: Sequence[Hit]) -> list[Citation]:
-    """Number the hits 1, 2, ... in order."""
+    """Number the hits by document, in order of first appearance (as Open WebUI numbers sources).
+
+    Chunks of one document share its number, so ``[n]`` means the same file
+    everywhere: in the prompt, in the answer and in the UI's source list.
+    """
+    numbers: dict[str, int] = {}
     return [
-        Citation(i, h.document_id, h.source, h.page, h.chunk_index, h.text, h.score)
-        for i, h in enumerate(hits, 1)
+        Citation(
+            numbers.setdefault(h.document_id, len(numbers) + 1),
+            h.document_id,
+            h.source,
+            h.page,
+            h.chunk_index,
+            h.text,
+            h.score,
+        )
+        for h in hits
     ]
 
 

@@ -20,3 +20,4 @@ def test_metrics() -> None:
     assert recall_at(ranking, relevant, 2) == 0.5 and recall_at(ranking, relevant, 100) == 1.0
     assert mrr_at(ranking, relevant, 10) == 0.5 and mrr_at(["x"], relevant, 10) == 0.0
     assert ndcg_at(ranking, {}, 10) == 0.0
+

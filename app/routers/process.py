@@ -1,0 +1,80 @@
+"""Open WebUI's external document loader: ``PUT /process`` with the raw file."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import KbDep, SettingsDep
+from app.settings import MB
+from ingest.loaders import Limits, load
+from ingest.pipeline import FAILED, Source
+
+router = APIRouter(tags=["open-webui"])
+
+
+@router.put("/process")
+async def process(request: Request, kb: KbDep, settings: SettingsDep) -> dict[str, Any]:
+    """Ingest one file sent by Open WebUI and return its text; a failure is a 4xx with the reason.
+
+    The document is keyed by ``X-File-Id`` (set it in EXTERNAL_DOCUMENT_LOADER_HEADERS as
+    ``{{FILE_ID}}``) so a re-upload replaces it; the uploader comes from X-OpenWebUI-User-Id.
+    """
+    name = Path(unquote(request.headers.get("x-filename", "")) or "document").name
+    file_id = request.headers.get("x-file-id", "")
+    path = await _receive(request, kb.data_dir / "uploads", settings.max_file_bytes)
+    try:
+        source = Source(
+            f"owui:{file_id}" if file_id else f"upload:{name}",
+            name,
+            path,
+            owner=request.headers.get("x-openwebui-user-id"),
+        )
+        outcome = (await run_in_threadpool(kb.ingest, [source]))[0]
+        if outcome.status == FAILED:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: {outcome.error}")
+        text = await run_in_threadpool(_text, path, name, kb.limits)
+    finally:
+        path.unlink(missing_ok=True)
+    return {
+        "page_content": text,
+        "metadata": {
+            "source": name,
+            "name": name,
+            "document_id": outcome.document_id,
+            "chunks": outcome.chunks,
+            "status": outcome.status,
+            "file_id": file_id or None,
+        },
+    }
+
+
+async def _receive(request: Request, folder: Path, max_bytes: int) -> Path:
+    """Stream the body to a temporary file, refusing it (413) at the first byte over the limit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with tempfile.NamedTemporaryFile(dir=folder, prefix="process-", delete=False) as out:
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise HTTPException(
+                        status.HTTP_413_CONTENT_TOO_LARGE,
+                        f"file is over the limit of {max_bytes / MB:.0f} MB",
+                    )
+                out.write(chunk)
+        except BaseException:
+            Path(out.name).unlink(missing_ok=True)
+            raise
+    return Path(out.name)
+
+
+def _text(path: Path, name: str, limits: Limits) -> str:
+    """The document's extracted text, as Open WebUI shows and stores it."""
+    with path.open("rb") as f:
+        return "\n\n".join(segment.text for segment in load(f, name, limits))
