@@ -27,6 +27,8 @@ async def process(request: Request, kb: KbDep, settings: SettingsDep) -> dict[st
     """
     name = Path(unquote(request.headers.get("x-filename", "")) or "document").name
     file_id = request.headers.get("x-file-id", "")
+    if file_id and name.startswith(f"{file_id}_"):
+        name = name[len(file_id) + 1 :]  # Open WebUI stores uploads as "<file id>_<name>"
     path = await _receive(request, kb.data_dir / "uploads", settings.max_file_bytes)
     try:
         source = Source(

@@ -85,7 +85,7 @@ def test_background_tasks_skip_retrieval(client: TestClient) -> None:
 
 def test_process_ingests_returns_text_and_replaces_by_file_id(client: TestClient) -> None:
     headers = {
-        "X-Filename": "hand%20book.pdf",
+        "X-Filename": "f-1_hand%20book.pdf",
         "X-File-Id": "f-1",
         "X-OpenWebUI-User-Id": "u-7",
         "Content-Type": "application/pdf",
