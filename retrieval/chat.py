@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 
 from retrieval.errors import ConfigurationError, UpstreamUnavailable
+from retrieval.openai_http import check_status, served_model
 
 Messages = list[dict[str, str]]
 
@@ -43,7 +44,10 @@ class OpenAIChatModel:
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=10.0),
         )
-        self.context_tokens = int(self._model_info().get("max_model_len") or 4096)
+        info = served_model(
+            self._client, self.url, model, "chat model", "KB_LLM_URL", "KB_LLM_MODEL"
+        )
+        self.context_tokens = int(info.get("max_model_len") or 4096)
 
     def stream(self, messages: Messages, *, max_tokens: int) -> Iterator[str]:
         """Yield content deltas; errors become UpstreamUnavailable/ConfigurationError."""
@@ -58,7 +62,7 @@ class OpenAIChatModel:
             with self._client.stream("POST", "/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise _error(response, self.url)
+                    check_status(response, "chat model", "KB_LLM_MODEL")
                 for line in response.iter_lines():
                     piece = _delta(line)
                     if piece:
@@ -67,23 +71,6 @@ class OpenAIChatModel:
             raise UpstreamUnavailable(
                 f"chat model unreachable at {self.url}: {exc}; check KB_LLM_URL"
             ) from exc
-
-    def _model_info(self) -> dict[str, Any]:
-        try:
-            response = self._client.get("/models")
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(
-                f"chat model unreachable at {self.url}: {exc}; check KB_LLM_URL"
-            ) from exc
-        if response.status_code >= 400:
-            raise _error(response, self.url)
-        models = {m["id"]: m for m in response.json().get("data", [])}
-        if self.name not in models:
-            raise ConfigurationError(
-                f"the chat server at {self.url} does not serve {self.name!r} "
-                f"(it serves {', '.join(models) or 'nothing'}); set KB_LLM_MODEL"
-            )
-        return dict(models[self.name])
 
 
 def _delta(line: str) -> str:
@@ -95,13 +82,6 @@ def _delta(line: str) -> str:
         return ""
     choices = json.loads(data).get("choices") or [{}]
     return str((choices[0].get("delta") or {}).get("content") or "")
-
-
-def _error(response: httpx.Response, url: str) -> Exception:
-    message = f"chat model at {url} answered HTTP {response.status_code}: {response.text[:300]}"
-    if response.status_code < 500:
-        return ConfigurationError(f"{message}; check KB_LLM_MODEL")
-    return UpstreamUnavailable(message)
 
 
 def make_chat_model(

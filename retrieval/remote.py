@@ -26,6 +26,7 @@ import numpy as np
 
 from retrieval.embedders import Embedder, fast_tokenizer, tokenizer_file
 from retrieval.errors import ConfigurationError, UpstreamUnavailable
+from retrieval.openai_http import check_status, served_model
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,14 @@ class OpenAIEmbedder(Embedder):
         self.retry_delays = tuple(retry_delays)
         self.max_concurrency = requests_per_server * len(self._clients)
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="kb-embed")
-        info = self._model_info()
+        info = served_model(
+            self._clients[0],
+            self.urls[0],
+            model,
+            "embedding server",
+            "KB_EMBEDDING_URL",
+            "KB_EMBEDDING_MODEL",
+        )
         self.max_tokens = int(info.get("max_model_len") or 512)
         self._count = _token_counter(tokenizer, info, self._remote_count)
         self.dimension = len(self._request(["dimension probe"])[0])
@@ -114,7 +122,7 @@ class OpenAIEmbedder(Embedder):
         if response.status_code == 400 and "maximum context length" in response.text:
             log.warning("input over %d tokens: retrying with truncation", self.max_tokens)
             response = self._post("/embeddings", {**body, "truncate_prompt_tokens": -1})
-        _raise_for_status(response)
+        check_status(response, "embedding server", "KB_EMBEDDING_MODEL")
         rows = sorted(response.json()["data"], key=lambda row: row["index"])
         return [row["embedding"] for row in rows]
 
@@ -137,41 +145,12 @@ class OpenAIEmbedder(Embedder):
             "check that vLLM is running and KB_EMBEDDING_URL"
         )
 
-    def _model_info(self) -> dict[str, Any]:
-        try:
-            response = self._clients[0].get("/models")
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(
-                f"embedding server unreachable at {self.urls[0]}: {exc}; check KB_EMBEDDING_URL"
-            ) from exc
-        _raise_for_status(response)
-        models = {m["id"]: m for m in response.json().get("data", [])}
-        if self.name not in models:
-            raise ConfigurationError(
-                f"the embedding server at {self.urls[0]} does not serve {self.name!r} "
-                f"(it serves {', '.join(models) or 'nothing'}); set KB_EMBEDDING_MODEL"
-            )
-        return dict(models[self.name])
-
     def _remote_count(self, text: str) -> int:
         root = self.urls[0].removesuffix("/v1")
         body = {"model": self.name, "prompt": text, "add_special_tokens": False}
         response = self._clients[0].post(f"{root}/tokenize", json=body)
-        _raise_for_status(response)
+        check_status(response, "embedding server", "KB_EMBEDDING_MODEL")
         return int(response.json()["count"])
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    """Errors that retrying cannot fix: 4xx means our request or settings are wrong."""
-    if response.status_code < 400:
-        return
-    message = (
-        f"embedding server at {response.request.url} answered HTTP {response.status_code}: "
-        f"{response.text[:300]}"
-    )
-    if response.status_code < 500:
-        raise ConfigurationError(f"{message}; check KB_EMBEDDING_MODEL/DIMENSIONS and the key")
-    raise UpstreamUnavailable(message)
 
 
 def _token_counter(
