@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--user", help="also search this Open WebUI user's private uploads (user id)"
+    )
     p.set_defaults(run=cmd_search)
     p = sub.add_parser("status", help="counts, settings and failed documents")
     p.add_argument("--all", action="store_true", help="list every document")
@@ -171,7 +174,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     """Print the best chunks for a query."""
     kb = _open(settings)
     try:
-        hits = kb.search(args.query, args.k)
+        hits = kb.search(args.query, args.k, args.user)
     finally:
         kb.close()
     if args.json:
@@ -201,14 +204,15 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         kb.close()
     if args.json:
         rows = [{"id": d.id, "source": d.source, "status": d.status, "chunks": d.chunks,
-                 "error": d.error} for d in docs]
+                 "owner": d.owner, "error": d.error} for d in docs]
         print(json.dumps({"status": summary, "documents": rows}, indent=2))
         return 0
     for key, value in summary.items():
         print(f"{key:>20}: {value}")
     for d in docs:
         reason = f"  ({d.error})" if d.error else ""
-        print(f"  {d.id}  {d.status:<8} {d.chunks:>6}  {d.source}{reason}")
+        owner = f"  [private to {d.owner}]" if d.owner else ""
+        print(f"  {d.id}  {d.status:<8} {d.chunks:>6}  {d.source}{owner}{reason}")
     return 0
 
 

@@ -38,15 +38,18 @@ def search_query(messages: list[dict[str, Any]]) -> str:
 
 
 def reply(
-    kb: KnowledgeBase, messages: list[dict[str, Any]], task: str = ""
+    kb: KnowledgeBase, messages: list[dict[str, Any]], task: str = "", viewer: str | None = None
 ) -> tuple[list[Citation], Iterator[str]]:
-    """Citations and the reply's text; a background task goes to the LLM without retrieval."""
+    """Citations and the reply's text; a background task goes to the LLM without retrieval.
+
+    ``viewer`` is the asking user: the search covers shared documents and theirs.
+    """
     if task:
         return [], _task_reply(kb, messages)
     question = search_query(messages)
     if not question:
         return [], iter(["Ask a question about the documents in the knowledge base."])
-    return kb.answer(question)
+    return kb.answer(question, viewer=viewer)
 
 
 def _task_reply(kb: KnowledgeBase, messages: list[dict[str, Any]]) -> Iterator[str]:

@@ -50,6 +50,18 @@ async def require_api_key(request: Request) -> None:
         )
 
 
+USER_HEADER = "x-openwebui-user-id"  # sent by Open WebUI with ENABLE_FORWARD_USER_INFO_HEADERS
+
+
+async def get_viewer(request: Request) -> str | None:
+    """Who is asking, as Open WebUI forwards it; ``None`` (shared documents only) when unsaid.
+
+    The header is trusted because only holders of the API key reach the API.
+    """
+    return request.headers.get(USER_HEADER, "").strip() or None
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 KbDep = Annotated[KnowledgeBase, Depends(get_kb)]
 JobsDep = Annotated[JobRunner, Depends(get_jobs)]
+ViewerDep = Annotated[str | None, Depends(get_viewer)]

@@ -26,8 +26,10 @@ from retrieval.chat import ChatModel, make_chat_model
 from retrieval.embedders import Embedder, make_embedder
 from retrieval.errors import ConfigurationError, DataDirBusy, DocumentNotFound, KbError
 from retrieval.search import dense_search
-from retrieval.store import ChromaBackend, ChromaStore
+from retrieval.store import SHARED, ChromaBackend, ChromaStore
 from retrieval.types import Hit
+
+STORE_VERSION = 2  # chunk metadata layout in Chroma; 2 added the owner
 
 
 class KnowledgeBase:
@@ -105,15 +107,26 @@ class KnowledgeBase:
                 sources, on_outcome
             )
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        """The ``k`` chunks most similar to ``query``, best first."""
+    def search(self, query: str, k: int = 10, viewer: str | None = None) -> list[Hit]:
+        """The ``k`` chunks most similar to ``query`` that ``viewer`` may see, best first.
+
+        Shared documents (no owner) are visible to everyone, a private one only
+        to its owner; ``viewer=None`` sees the shared documents alone.
+        """
         self.check_embedding()
         vector = self.embedder.embed_query(query)
-        return dense_search(self.store, vector, k, self.catalog.current_generations)
+        # Filtering in Chroma costs a little; skip it while every document is shared.
+        owners = [SHARED, *([viewer] if viewer else [])] if self.catalog.has_private() else None
+        return dense_search(
+            self.store, vector, k, lambda ids: self.catalog.current_generations(ids, viewer),
+            owners,
+        )
 
-    def answer(self, question: str, k: int = 5) -> tuple[list[Citation], Iterator[str]]:
+    def answer(
+        self, question: str, k: int = 5, viewer: str | None = None
+    ) -> tuple[list[Citation], Iterator[str]]:
         """Citations and the streamed answer: from the LLM, else extractive."""
-        hits = self.search(question, k)
+        hits = self.search(question, k, viewer)
         # The chat model's tokenizer is not ours: budget the prompt at 3 characters a token.
         return answer_stream(question, hits, self.llm, lambda t: len(t) // 3 + 1, self.min_score)
 
@@ -195,7 +208,7 @@ def _raise_if_failed(outcomes: list[Outcome]) -> None:
 
 def _fingerprint(embedding_id: str, chunking: ChunkSettings) -> str:
     """What produced a document's vectors; a change re-embeds it on the next ingest."""
-    spec = {"parser": PARSER_VERSION, "embedding": embedding_id,
+    spec = {"parser": PARSER_VERSION, "embedding": embedding_id, "store": STORE_VERSION,
             "chunk_tokens": chunking.tokens, "chunk_overlap": chunking.overlap}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -78,7 +78,7 @@ class NullStore:
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Nothing to delete."""
 
-    def query(self, vector: np.ndarray, k: int) -> list[Any]:
+    def query(self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None) -> list[Any]:
         """Nothing to find."""
         return []
 

@@ -176,17 +176,29 @@ class Catalog:
         out["chunks"] = sum(int(r["c"] or 0) for r in rows if r["status"] == INDEXED)
         return out
 
-    def current_generations(self, document_ids: Iterable[str]) -> dict[str, int]:
-        """Generation of each indexed document among ``document_ids``."""
+    def current_generations(
+        self, document_ids: Iterable[str], viewer: str | None = None
+    ) -> dict[str, int]:
+        """Generation of each indexed document among ``document_ids`` that ``viewer`` may see.
+
+        Everyone sees shared documents (no owner); an owner also sees their own.
+        """
         ids = list(set(document_ids))
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self._query(
-            f"SELECT id, generation FROM documents WHERE status = ? AND id IN ({marks})",
-            [INDEXED, *ids],
+            f"SELECT id, generation FROM documents WHERE status = ? AND id IN ({marks})"
+            " AND (owner IS NULL OR owner = ?)",
+            [INDEXED, *ids, viewer],
         )
         return {r["id"]: int(r["generation"]) for r in rows}
+
+    def has_private(self) -> bool:
+        """Whether any indexed document has an owner (searches must then filter)."""
+        return bool(self._query(
+            "SELECT 1 FROM documents WHERE status = ? AND owner IS NOT NULL LIMIT 1", [INDEXED]
+        ))
 
     def record_failure(self, doc: Document) -> None:
         """Record a failed first ingest; an indexed document is never overwritten."""

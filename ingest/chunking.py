@@ -58,7 +58,8 @@ class Chunker:
                 yield start, piece
 
     def chunks(
-        self, segments: Iterable[Segment], *, document_id: str, source: str, generation: int
+        self, segments: Iterable[Segment], *, document_id: str, source: str, generation: int,
+        owner: str | None = None,
     ) -> Iterator[Chunk]:
         """Chunks of a document, numbered in order, with page, section and offsets."""
         index = 0
@@ -75,5 +76,6 @@ class Chunker:
                     page=segment.page,
                     section=segment.section,
                     generation=generation,
+                    owner=owner,
                 )
                 index += 1

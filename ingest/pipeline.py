@@ -202,6 +202,7 @@ class Pipeline:
         if (
             not force and existing is not None and existing.status == INDEXED
             and existing.content_hash == content_hash and existing.fingerprint == self.fingerprint
+            and existing.owner == source.owner
         ):
             yield Outcome(source.name, UNCHANGED, doc_id, existing.chunks)
             return
@@ -218,7 +219,8 @@ class Pipeline:
             with stored.open("rb") as f:
                 segments = load(f, doc.source, self.limits)
                 yield from self.chunker.chunks(
-                    segments, document_id=doc.id, source=doc.source, generation=doc.generation
+                    segments, document_id=doc.id, source=doc.source, generation=doc.generation,
+                    owner=doc.owner,
                 )
         except InvalidDocument as exc:
             yield _Fail(doc.id, str(exc))

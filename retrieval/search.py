@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -13,18 +13,20 @@ CurrentGenerations = Callable[[Iterable[str]], dict[str, int]]
 
 
 def dense_search(
-    store: VectorStore, vector: np.ndarray, k: int, current: CurrentGenerations
+    store: VectorStore, vector: np.ndarray, k: int, current: CurrentGenerations,
+    owners: Sequence[str] | None = None,
 ) -> list[Hit]:
     """The ``k`` best chunks whose document generation is current, best first.
 
     Vectors of a document being written, replaced or deleted may sit in the
-    store for a moment; ``current`` (the catalog) decides what is live, and the
-    query widens when too many hits are filtered out.
+    store for a moment; ``current`` (the catalog) decides what is live and
+    visible, and the query widens when too many hits are filtered out.
+    ``owners`` narrows the store query to the chunks the asker may see.
     """
     wanted = k
     live: list[Hit] = []
     for _ in range(4):
-        hits = store.query(vector, wanted)
+        hits = store.query(vector, wanted, owners)
         generations = current(h.document_id for h in hits)
         live = [h for h in hits if generations.get(h.document_id) == h.generation]
         if len(live) >= k or len(hits) < wanted:

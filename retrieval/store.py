@@ -29,13 +29,16 @@ class VectorStore(Protocol):
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Remove a document's chunks: one generation, or all of them."""
 
-    def query(self, vector: np.ndarray, k: int) -> list[Hit]:
-        """The ``k`` nearest chunks, best first."""
+    def query(
+        self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """The ``k`` nearest chunks, best first; only those of ``owners`` when given."""
 
     def count(self) -> int:
         """Number of chunks stored."""
 
 
+SHARED = ""  # the owner stored on chunks of documents everyone may see
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts when a Chroma server drops out
 
 T = TypeVar("T")
@@ -95,12 +98,20 @@ class ChromaStore:
         self._collection.delete(where=where)
 
     @_resilient
-    def query(self, vector: np.ndarray, k: int) -> list[Hit]:
-        """Nearest neighbours; score is cosine similarity (1 - distance)."""
+    def query(
+        self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """Nearest neighbours; score is cosine similarity (1 - distance).
+
+        ``owners`` limits the search to chunks of those owners, ``SHARED``
+        standing for documents without one; ``None`` searches everything.
+        """
         if k <= 0:
             return []
+        where = {"owner": {"$in": list(owners)}} if owners is not None else None
         result = self._collection.query(
-            query_embeddings=[vector], n_results=k, include=["documents", "metadatas", "distances"]
+            query_embeddings=[vector], n_results=k, where=where,
+            include=["documents", "metadatas", "distances"],
         )
         columns = (result["documents"][0], result["metadatas"][0], result["distances"][0])
         rows = zip(*columns, strict=True)
@@ -131,6 +142,7 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
         "generation": chunk.generation,
         "start": chunk.start,
         "end": chunk.end,
+        "owner": chunk.owner or SHARED,
     }
     # Chroma metadata cannot hold None; absent means unknown.
     if chunk.page is not None:

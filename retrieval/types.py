@@ -33,6 +33,7 @@ class Chunk:
     page: int | None = None
     section: str | None = None
     generation: int = 1
+    owner: str | None = None  # who may see it; None = shared with everyone
 
     @property
     def id(self) -> str:

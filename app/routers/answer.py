@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from app.deps import KbDep
+from app.deps import KbDep, ViewerDep
 from retrieval.answer import Citation
 
 router = APIRouter(prefix="/v1", tags=["answer"])
@@ -32,13 +32,15 @@ class AnswerResponse(BaseModel):
 
 
 @router.post("/answer", response_model=AnswerResponse)
-def answer(body: AnswerRequest, kb: KbDep) -> AnswerResponse | StreamingResponse:
+def answer(
+    body: AnswerRequest, kb: KbDep, viewer: ViewerDep
+) -> AnswerResponse | StreamingResponse:
     """Answer from the documents only, citing sources as [n]; "not found" when nothing fits.
 
     With ``stream: true`` the reply is server-sent events: ``{"delta": text}`` pieces,
-    then ``{"citations": [...]}``, then ``[DONE]``.
+    then ``{"citations": [...]}``, then ``[DONE]``. Scope as in ``/v1/search``.
     """
-    citations, pieces = kb.answer(body.query, body.k)
+    citations, pieces = kb.answer(body.query, body.k, viewer)
     if body.stream:
         return StreamingResponse(_events(pieces, citations), media_type="text/event-stream")
     return AnswerResponse(answer="".join(pieces), citations=citations)

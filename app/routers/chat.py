@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from app.conversation import reply, source_events
-from app.deps import KbDep
+from app.deps import KbDep, ViewerDep
 from retrieval.answer import Citation
 from retrieval.errors import KbError
 
@@ -41,9 +41,12 @@ def models() -> dict[str, Any]:
 
 
 @router.post("/chat/completions", response_model=None)
-def chat_completions(body: ChatRequest, request: Request, kb: KbDep) -> Any:
-    """Answer the conversation's last question from the documents, citing sources as [n]."""
-    citations, pieces = reply(kb, body.messages, request.headers.get(TASK_HEADER, ""))
+def chat_completions(body: ChatRequest, request: Request, kb: KbDep, viewer: ViewerDep) -> Any:
+    """Answer the conversation's last question from the documents, citing sources as [n].
+
+    Searches the shared documents plus the asking user's own (X-OpenWebUI-User-Id).
+    """
+    citations, pieces = reply(kb, body.messages, request.headers.get(TASK_HEADER, ""), viewer)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return StreamingResponse(

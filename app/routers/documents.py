@@ -26,6 +26,7 @@ class DocumentView(BaseModel):
     status: str
     error: str | None
     chunks: int
+    owner: str | None = None  # the Open WebUI user it is private to; None = shared
     created_at: float
     updated_at: float
 

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import KbDep, SettingsDep
+from app.deps import KbDep, SettingsDep, ViewerDep
 from app.settings import MB
 from ingest.loaders import Limits, load
 from ingest.pipeline import FAILED, Source
@@ -19,11 +19,14 @@ router = APIRouter(tags=["open-webui"])
 
 
 @router.put("/process")
-async def process(request: Request, kb: KbDep, settings: SettingsDep) -> dict[str, Any]:
+async def process(
+    request: Request, kb: KbDep, settings: SettingsDep, owner: ViewerDep
+) -> dict[str, Any]:
     """Ingest one file sent by Open WebUI and return its text; a failure is a 4xx with the reason.
 
     The document is keyed by ``X-File-Id`` (set it in EXTERNAL_DOCUMENT_LOADER_HEADERS as
-    ``{{FILE_ID}}``) so a re-upload replaces it; the uploader comes from X-OpenWebUI-User-Id.
+    ``{{FILE_ID}}``) so a re-upload replaces it. It is private to the uploader named in
+    X-OpenWebUI-User-Id, or shared when no user is named.
     """
     name = Path(unquote(request.headers.get("x-filename", "")) or "document").name
     file_id = request.headers.get("x-file-id", "")
@@ -31,12 +34,8 @@ async def process(request: Request, kb: KbDep, settings: SettingsDep) -> dict[st
         name = name[len(file_id) + 1 :]  # Open WebUI stores uploads as "<file id>_<name>"
     path = await _receive(request, kb.data_dir / "uploads", settings.max_file_bytes)
     try:
-        source = Source(
-            f"owui:{file_id}" if file_id else f"upload:{name}",
-            name,
-            path,
-            owner=request.headers.get("x-openwebui-user-id"),
-        )
+        key = f"owui:{file_id}" if file_id else _upload_key(name, owner)
+        source = Source(key, name, path, owner=owner)
         outcome = (await run_in_threadpool(kb.ingest, [source]))[0]
         if outcome.status == FAILED:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: {outcome.error}")
@@ -52,8 +51,14 @@ async def process(request: Request, kb: KbDep, settings: SettingsDep) -> dict[st
             "chunks": outcome.chunks,
             "status": outcome.status,
             "file_id": file_id or None,
+            "owner": owner,
         },
     }
+
+
+def _upload_key(name: str, owner: str | None) -> str:
+    """Without a file id, a re-upload of a name replaces it: per user, or shared."""
+    return f"upload:{owner}:{name}" if owner else f"upload:{name}"
 
 
 async def _receive(request: Request, folder: Path, max_bytes: int) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.deps import KbDep
+from app.deps import KbDep, ViewerDep
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -36,9 +36,13 @@ class SearchResponse(BaseModel):
 
 
 @router.post("/search")
-def search(body: SearchRequest, kb: KbDep) -> SearchResponse:
-    """The k chunks most relevant to the query, best first, with file and page."""
-    hits = kb.search(body.query, body.k)
+def search(body: SearchRequest, kb: KbDep, viewer: ViewerDep) -> SearchResponse:
+    """The k chunks most relevant to the query, best first, with file and page.
+
+    Searches the shared documents, plus the private ones of the user named in
+    ``X-OpenWebUI-User-Id``.
+    """
+    hits = kb.search(body.query, body.k, viewer)
     return SearchResponse(
         results=[
             SearchResult(

@@ -122,3 +122,24 @@ def test_process_needs_the_key_and_respects_the_size_limit(tmp_path: Path) -> No
         auth = {"Authorization": "Bearer k", "X-Filename": "a.txt"}
         assert c.put("/process", content=b"x" * 50_000, headers=auth).status_code == 413
         assert c.put("/process", content=b"small text", headers=auth).status_code == 200
+
+
+def test_one_users_private_upload_never_reaches_another_users_answer(client: TestClient) -> None:
+    salary = pdf_bytes(["Dana Smith's salary is 91,000 euros a year."])
+    headers = {"X-Filename": "salary.pdf", "X-File-Id": "f-9", "X-OpenWebUI-User-Id": "alice"}
+    assert client.put("/process", content=salary, headers=headers).status_code == 200
+    upload(client, [("handbook.pdf", pdf_bytes(HANDBOOK))])  # operator upload: shared
+    question = {"messages": [{"role": "user", "content": "What is Dana Smith's salary?"}]}
+    for user in ("bob", None):
+        extra = {"X-OpenWebUI-User-Id": user} if user else {}
+        events = stream_events(client, question, **extra)
+        names = [e["event"]["data"]["source"]["name"] for e in events if "event" in e]
+        assert "salary.pdf" not in names and "91,000" not in text_of(events)
+    alice = stream_events(client, question, **{"X-OpenWebUI-User-Id": "alice"})
+    assert "91,000" in text_of(alice)
+    assert alice[0]["event"]["data"]["source"]["name"] == "salary.pdf"
+    expense = {"messages": QUESTION}
+    bob = stream_events(client, expense, **{"X-OpenWebUI-User-Id": "bob"})
+    assert "fifth working day" in text_of(bob)  # shared documents answer everyone
+    owners = {d["source"]: d["owner"] for d in client.get("/v1/documents").json()["documents"]}
+    assert owners == {"salary.pdf": "alice", "handbook.pdf": None}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retrieval.errors import UpstreamUnavailable
-from retrieval.store import ChromaBackend, ChromaStore
+from retrieval.store import SHARED, ChromaBackend, ChromaStore
 from retrieval.types import Chunk
 from tests.conftest import start_chroma
 
@@ -55,6 +55,18 @@ def test_query_scores_pages_and_generation_delete(chroma_backend: ChromaBackend)
     assert store.inventory() == {("a", 2): 3}
     store.delete("a")
     assert store.count() == 0
+
+
+def test_query_filters_by_owner(chroma_backend: ChromaBackend) -> None:
+    store = chroma_backend.open(unique("kb-owner"))
+    rng = np.random.default_rng(2)
+    vectors = unit(rng, 3)
+    docs = [Chunk("s", "s.txt", 0, "shared", 0, 6), Chunk("a", "a.txt", 0, "a", 0, 1, owner="al"),
+            Chunk("b", "b.txt", 0, "b", 0, 1, owner="bo")]
+    store.add(docs, vectors)
+    assert {h.document_id for h in store.query(vectors[1], 3, [SHARED, "al"])} == {"s", "a"}
+    assert {h.document_id for h in store.query(vectors[1], 3, [SHARED])} == {"s"}
+    assert {h.document_id for h in store.query(vectors[1], 3)} == {"s", "a", "b"}
 
 
 def test_collections_are_created_listed_and_dropped(chroma_backend: ChromaBackend) -> None:
