@@ -12,8 +12,12 @@ export TRANSFORMERS_OFFLINE := 1
 KB_CACHE    ?= $(HOME)/.cache/kb
 VLLM_VENV   := $(KB_CACHE)/vllm-venv
 VLLM_STAMP  := $(VLLM_VENV)/.installed-0.32.0
+WEBUI_VENV  := $(KB_CACHE)/openwebui-venv
+WEBUI_STAMP := $(WEBUI_VENV)/.installed-0.12.4
+# The browser test drives the system Chromium (Playwright downloads no browser).
+CHROMIUM    ?= /usr/bin/chromium
 
-.PHONY: run test lint install clean bench vllm-env
+.PHONY: run test lint install clean bench vllm-env webui-env webui browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,10 +46,32 @@ $(VLLM_STAMP):
 
 vllm-env: $(VLLM_STAMP)
 
-test: install vllm-env
+# Open WebUI pins ~90 packages: its own venv. CPU torch first, or pip pulls CUDA (>7 GB).
+$(WEBUI_STAMP):
+	mkdir -p $(KB_CACHE)
+	test -x $(WEBUI_VENV)/bin/python || $(PYTHON) -m venv $(WEBUI_VENV)
+	$(WEBUI_VENV)/bin/pip install -q torch==2.13.0
+	$(WEBUI_VENV)/bin/pip install -q open-webui==0.12.4
+	touch $(WEBUI_STAMP)
+
+webui-env: $(WEBUI_STAMP)
+
+# Open WebUI wired to the kb that `make run` serves (run both, in two terminals).
+webui: install webui-env
+	KB_WEBUI_VENV=$(WEBUI_VENV) $(BIN)/kb webui
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install Chromium at $(CHROMIUM)"; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+browser: $(CHROMIUM)
+
+test: install vllm-env webui-env browser
 	$(BIN)/ruff check app ingest retrieval tests benchmarks
 	$(BIN)/mypy
-	KB_TEST_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/pytest -q
+	KB_TEST_VLLM_PYTHON=$(VLLM_VENV)/bin/python KB_TEST_WEBUI_VENV=$(WEBUI_VENV) \
+	KB_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check app ingest retrieval tests benchmarks

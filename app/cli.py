@@ -81,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_rm)
     p = sub.add_parser("reindex", help="re-embed every document with the current settings")
     p.set_defaults(run=cmd_reindex)
+    p = sub.add_parser("webui", help="start Open WebUI (installed by `make webui-env`) wired to kb")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--kb-url", help="kb's address (default http://127.0.0.1:KB_PORT)")
+    p.add_argument(
+        "--data-dir", type=Path, help="Open WebUI's data (default KB_DATA_DIR/open-webui)"
+    )
+    p.set_defaults(run=cmd_webui)
     p = sub.add_parser("eval", help="retrieval quality on a BEIR data set")
     p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
     p.add_argument("--split", default="train", help="qrels split (default train)")
@@ -244,6 +252,19 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
         kb.close()
     print(f"re-indexed {len(outcomes)} documents into {kb.store.name}")
     return 0
+
+
+def cmd_webui(settings: Settings, args: argparse.Namespace) -> int:
+    """Run Open WebUI from its own venv with the environment that makes it kb's front end."""
+    from app.webui import run_webui
+
+    kb_url = args.kb_url or f"http://127.0.0.1:{settings.port}"
+    data_dir = (args.data_dir or settings.data_dir / "open-webui").expanduser().resolve()
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    try:
+        return run_webui(settings.webui_venv, kb_url, api_key, data_dir, args.host, args.port)
+    except FileNotFoundError as exc:
+        return _error(str(exc))
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:

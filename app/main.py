@@ -9,39 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.errors import status_for
 from app.jobs import JobRunner
 from app.metrics import Metrics, MetricsMiddleware
 from app.routers import answer, chat, documents, health, jobs, process, search
 from app.service import open_knowledge_base
 from app.settings import Settings
-from retrieval.errors import (
-    ConfigurationError,
-    DataDirBusy,
-    DocumentNotFound,
-    InvalidDocument,
-    KbError,
-    LimitExceeded,
-    UnsupportedFileType,
-    UpstreamUnavailable,
-)
+from retrieval.errors import KbError
 
 log = logging.getLogger("kb")
-
-# Most specific first: the first matching class decides the status code.
-STATUS_BY_ERROR: list[tuple[type[KbError], int]] = [
-    (LimitExceeded, 413),
-    (UnsupportedFileType, 415),
-    (InvalidDocument, 422),
-    (DocumentNotFound, 404),
-    (UpstreamUnavailable, 503),
-    (DataDirBusy, 503),
-    (ConfigurationError, 409),
-]
-
-
-def status_for(error: KbError) -> int:
-    """HTTP status for a domain error."""
-    return next((code for cls, code in STATUS_BY_ERROR if isinstance(error, cls)), 500)
 
 
 async def kb_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     max_pages: int = Field(default=5000, gt=0)
     max_chars: int = Field(default=300_000_000, gt=0)
 
+    share_admin_uploads: bool = Field(
+        default=False, description="Open WebUI admins' uploads are shared, not private"
+    )
+    webui_venv: Path = Field(
+        default=Path("~/.cache/kb/openwebui-venv"), description="where `kb webui` finds Open WebUI"
+    )
+
     @field_validator(
         "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
         "llm_model", "embedding_dimensions", "api_key", "embedding_api_key", "tokenizer",

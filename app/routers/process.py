@@ -8,28 +8,48 @@ from typing import Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import KbDep, SettingsDep, ViewerDep
-from app.settings import MB
+from app.errors import status_for
+from app.service import KnowledgeBase
+from app.settings import MB, Settings
 from ingest.loaders import Limits, load
 from ingest.pipeline import FAILED, Source
+from retrieval.errors import KbError
 
 router = APIRouter(tags=["open-webui"])
 
 
-@router.put("/process")
+@router.put("/process", response_model=None)
 async def process(
     request: Request, kb: KbDep, settings: SettingsDep, owner: ViewerDep
-) -> dict[str, Any]:
+) -> dict[str, Any] | PlainTextResponse:
     """Ingest one file sent by Open WebUI and return its text; a failure is a 4xx with the reason.
+
+    Errors are plain text: Open WebUI shows the body to the user as it is.
 
     The document is keyed by ``X-File-Id`` (set it in EXTERNAL_DOCUMENT_LOADER_HEADERS as
     ``{{FILE_ID}}``) so a re-upload replaces it. It is private to the uploader named in
-    X-OpenWebUI-User-Id, or shared when no user is named.
+    X-OpenWebUI-User-Id, or shared when no user is named (or the uploader is an admin
+    and KB_SHARE_ADMIN_UPLOADS is on).
     """
+    try:
+        return await _process(request, kb, settings, owner)
+    except HTTPException as exc:
+        return PlainTextResponse(str(exc.detail), exc.status_code)
+    except KbError as exc:
+        return PlainTextResponse(str(exc), status_for(exc))
+
+
+async def _process(
+    request: Request, kb: KnowledgeBase, settings: Settings, owner: str | None
+) -> dict[str, Any]:
     name = Path(unquote(request.headers.get("x-filename", "")) or "document").name
     file_id = request.headers.get("x-file-id", "")
+    if settings.share_admin_uploads and request.headers.get("x-openwebui-user-role") == "admin":
+        owner = None  # KB_SHARE_ADMIN_UPLOADS: admins curate the shared knowledge
     if file_id and name.startswith(f"{file_id}_"):
         name = name[len(file_id) + 1 :]  # Open WebUI stores uploads as "<file id>_<name>"
     path = await _receive(request, kb.data_dir / "uploads", settings.max_file_bytes)
