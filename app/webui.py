@@ -39,6 +39,8 @@ def webui_environment(kb_url: str, api_key: str | None, data_dir: Path) -> dict[
         "OPENAI_API_KEYS": key,
         "OPENAI_API_CONFIGS": json.dumps(CONNECTION_CONFIG),
         "DEFAULT_MODELS": "kb",
+        # Every user may use the kb model; kb itself decides which documents each one sees.
+        "BYPASS_MODEL_ACCESS_CONTROL": "true",
         "ENABLE_EVALUATION_ARENA_MODELS": "false",
         "ENABLE_FORWARD_USER_INFO_HEADERS": "true",
         # Uploads: kb parses, chunks and embeds; Open WebUI neither embeds nor retrieves.

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -67,6 +68,16 @@ def chroma_backend(request: pytest.FixtureRequest, tmp_path: Path) -> ChromaBack
     if request.param == "server":
         return ChromaBackend(url=request.getfixturevalue("chroma_server"))
     return ChromaBackend(path=tmp_path / "data" / "chroma")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """vLLM serving the tiny random-weight chat model (start-up takes a minute or two)."""
+    from tests.vllm_server import VllmServer
+
+    server = VllmServer.tiny_chat(tmp_path_factory.mktemp("chat"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,17 @@ from app.settings import Settings
 from retrieval.chat import OpenAIChatModel
 from retrieval.errors import ConfigurationError, UpstreamUnavailable
 from tests.app.helpers import upload
+from tests.conftest import free_port
 from tests.vllm_server import VllmServer
 
 pytestmark = pytest.mark.integration
 HELLO = [{"role": "user", "content": "Say something."}]
 
 
-@pytest.fixture(scope="module")
-def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    """vLLM serving the tiny chat model (start-up takes a minute or two)."""
-    server = VllmServer.tiny_chat(tmp_path_factory.mktemp("chat"))
-    yield server
-    server.stop()
+@pytest.fixture
+def chat(tiny_chat: VllmServer) -> VllmServer:
+    """vLLM serving the tiny chat model, shared with the Open WebUI tests."""
+    return tiny_chat
 
 
 def test_streaming_reaches_the_caller(chat: VllmServer) -> None:
@@ -59,8 +57,8 @@ def test_errors_propagate_with_reasons(chat: VllmServer) -> None:
         OpenAIChatModel("http://127.0.0.1:9/v1", "tiny-chat")
 
 
-def test_a_chat_server_that_dies_is_a_clear_error(chat: VllmServer) -> None:
-    model = OpenAIChatModel(chat.url, "tiny-chat")
-    chat.stop()
-    with pytest.raises(UpstreamUnavailable, match=f"chat model unreachable at {chat.url}"):
+def test_a_chat_server_that_is_gone_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"  # the server is shared: stand in a dead port
+    model = OpenAIChatModel(url, "tiny-chat")
+    with pytest.raises(UpstreamUnavailable, match=f"chat model unreachable at {url}"):
         list(model.stream(HELLO, max_tokens=8))

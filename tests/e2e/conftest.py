@@ -1,0 +1,57 @@
+"""Real `kb serve` and real Open WebUI (started by `kb webui`) for the end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.openwebui import API_KEY, OpenWebUI, webui_venv
+from tests.processes import KbServer
+from tests.vllm_server import VllmServer
+
+
+@dataclass
+class Stack:
+    """kb and the Open WebUI in front of it."""
+
+    kb: KbServer
+    webui: OpenWebUI
+    kb_settings: dict[str, str]
+
+    def stop(self) -> None:
+        """Stop Open WebUI, then kb."""
+        self.webui.stop()
+        self.kb.stop()
+
+
+def start_stack(folder: Path, **kb_settings: str) -> Stack:
+    """Start kb with ``kb_settings`` (KB_* without the prefix), then Open WebUI wired to it."""
+    webui_venv()  # skip early, before starting anything, when Open WebUI is not installed
+    kb = KbServer(folder / "kb", folder / "kb.log", api_key=API_KEY, **kb_settings)
+    try:
+        return Stack(kb, OpenWebUI(kb, folder / "webui", folder / "webui.log"), kb_settings)
+    except BaseException:
+        kb.stop()
+        raise
+
+
+@pytest.fixture(scope="module")
+def extractive_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """kb without an LLM (extractive answers) behind Open WebUI."""
+    stack = start_stack(tmp_path_factory.mktemp("extractive"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def vllm_stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_chat: VllmServer
+) -> Iterator[Stack]:
+    """kb answering with the tiny vLLM chat model, behind Open WebUI."""
+    folder = tmp_path_factory.mktemp("vllm")
+    stack = start_stack(folder, llm_url=tiny_chat.url, llm_model="tiny-chat")
+    yield stack
+    stack.stop()
