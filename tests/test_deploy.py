@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -65,14 +66,15 @@ def test_the_embedding_server_serves_the_model_kb_asks_for() -> None:
         assert devices[0]["capabilities"] == ["gpu"]
 
 
-def test_open_webui_is_wired_to_kb() -> None:
+def test_open_webui_is_wired_to_kb_exactly_as_kb_webui_does() -> None:
+    from app.webui import webui_environment
+
     webui = env_of("open-webui")
+    expected = webui_environment("http://kb:8000", "${KB_API_KEY}", Path("/app/backend/data"))
+    del expected["DATA_DIR"]  # the image's default, kept on the open-webui-data volume
+    assert {k: webui.get(k) for k in expected} == expected
     assert webui["OPENAI_API_BASE_URLS"] == "http://kb:8000/v1"
-    assert webui["EXTERNAL_DOCUMENT_LOADER_URL"] == "http://kb:8000"
-    assert webui["OPENAI_API_KEYS"] == webui["EXTERNAL_DOCUMENT_LOADER_API_KEY"] == "${KB_API_KEY}"
-    assert webui["CONTENT_EXTRACTION_ENGINE"] == "external"
-    assert webui["BYPASS_EMBEDDING_AND_RETRIEVAL"] == webui["ENABLE_FORWARD_USER_INFO_HEADERS"]
-    assert webui["ENABLE_OLLAMA_API"] == webui["ENABLE_PERSISTENT_CONFIG"] == "false"
+    assert json.loads(webui["OPENAI_API_CONFIGS"])["0"]["headers"] == {"X-Kb-Task": "{{TASK}}"}
 
 
 def test_ports_and_volumes_are_consistent() -> None:

@@ -153,7 +153,7 @@ def test_one_users_upload_never_reaches_another_users_answer(
             assert quote not in answer_text(events)
         response = bob.upload("bob.txt", b"Bob's locker code is 4711.", "text/plain")
         assert bob.file(response.json()["id"])["data"]["status"] == "completed"
-        assert "4711" in answer_text(bob.chat("What is Bob's locker code?"))
+        assert sources(bob.chat("What is Bob's locker code?"))[0]["source"]["name"] == "bob.txt"
     finally:
         bob.close()
     events = admin.chat("What is Bob's locker code?")
