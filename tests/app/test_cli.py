@@ -110,3 +110,32 @@ def test_eval_on_a_tiny_beir_set(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert scores["queries"] == 2 and scores["documents"] == 3
     assert scores["ndcg@10"] == pytest.approx(1.0)
     assert scores["mrr@10"] == pytest.approx(1.0) and scores["recall@100"] == pytest.approx(1.0)
+
+
+def test_webui_without_open_webui_installed_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KB_WEBUI_VENV", str(tmp_path / "no-venv"))
+    assert main(["webui", "--port", "8099"]) == 2
+    assert "make webui-env" in capsys.readouterr().err
+
+
+def test_search_as_a_user_sees_their_private_upload(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.service import open_knowledge_base
+    from app.settings import Settings
+    from ingest.pipeline import Source
+
+    kb = open_knowledge_base(Settings())
+    try:
+        path = write(tmp_path / "notes.txt", "The vault combination is hidden in the notes.")
+        kb.ingest([Source("owui:1", "notes.txt", path, owner="u-1")])
+    finally:
+        kb.close()
+    assert main(["search", "vault combination", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"] == []
+    assert main(["search", "vault combination", "--json", "--user", "u-1"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["source"] == "notes.txt"
+    assert main(["status", "--all"]) == 0
+    assert "[private to u-1]" in capsys.readouterr().out
