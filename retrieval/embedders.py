@@ -10,9 +10,13 @@ never exceed what the model accepts.
 from __future__ import annotations
 
 import functools
+import itertools
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +93,43 @@ class LocalEmbedder(Embedder):
         self.batch_size = batch_size
         self.query_instruction = query_instruction
         self._tokenizer = fast_tokenizer(path)
-        # Every encode runs on this one thread: torch's OpenMP team belongs to the
-        # calling thread, and calls from rotating request threads cost ~50% more
-        # (20 ms instead of 13 ms a query here). It also serialises encodes, which
-        # in parallel would only thrash the cores.
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="kb-embed")
+        # Every encode runs on one thread: torch's OpenMP team belongs to the calling
+        # thread, and calls from rotating request threads cost ~50% more (20 ms
+        # instead of 13 ms a query here); encodes in parallel would only thrash the
+        # cores. Queries jump the queue, so a search during a large ingest waits for
+        # one mini-batch of chunks at most, not for the whole embedding call.
+        self._work: queue.PriorityQueue[_Work] = queue.PriorityQueue()
+        self._tickets = itertools.count()
+        threading.Thread(target=self._serve, name="kb-embed", daemon=True).start()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode with sentence-transformers, normalised for cosine distance."""
-        return self._worker.submit(self._encode, list(texts)).result()
+        """Encode in length-sorted mini-batches, normalised for cosine distance."""
+        texts = list(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # as encode() sorts
+        parts = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        futures = [self._submit(BULK, [texts[i] for i in part]) for part in parts]
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for part, future in zip(parts, futures, strict=True):
+            vectors[part] = future.result()
+        return vectors
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """Embed a search query ahead of any document chunks waiting to be embedded."""
+        return self._submit(URGENT, [format_query(self.query_instruction, query)]).result()[0]
+
+    def _submit(self, priority: int, texts: list[str]) -> Future[np.ndarray]:
+        future: Future[np.ndarray] = Future()
+        self._work.put(_Work(priority, next(self._tickets), texts, future))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            work = self._work.get()
+            if work.future.set_running_or_notify_cancel():
+                try:
+                    work.future.set_result(self._encode(work.texts))
+                except BaseException as exc:  # the caller re-raises it
+                    work.future.set_exception(exc)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         vectors = self._model.encode(
@@ -112,6 +144,19 @@ class LocalEmbedder(Embedder):
     def count_tokens(self, text: str) -> int:
         """Token count from the model's own fast tokenizer."""
         return self._tokenizer(text)
+
+
+URGENT, BULK = 0, 1  # queue priorities: queries before document chunks
+
+
+@dataclass(order=True)
+class _Work:
+    """One encode for the embedding thread, ordered by priority, then arrival."""
+
+    priority: int
+    ticket: int
+    texts: list[str] = field(compare=False)
+    future: Future[np.ndarray] = field(compare=False)
 
 
 def _dimension(model: Any) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -16,6 +19,25 @@ def test_vectors_are_unit_length_and_semantic(embedder: LocalEmbedder) -> None:
     assert np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)
     query = embedder.embed_query("kitten resting on a rug")
     assert float(docs[0] @ query) > float(docs[1] @ query)
+
+
+def test_mini_batches_keep_the_input_order(embedder: LocalEmbedder) -> None:
+    texts = [f"{'word ' * (i % 7)}sentence number {i}" for i in range(70)]  # 3 mini-batches
+    expected = embedder._model.encode(texts, normalize_embeddings=True)
+    assert np.allclose(embedder.embed(texts), expected, atol=1e-5)
+    assert embedder.embed([]).shape == (0, 384)
+
+
+def test_a_query_does_not_wait_for_a_large_ingest(embedder: LocalEmbedder) -> None:
+    bulk = [f"Chunk {i} about ocean currents, tides and coastal erosion. " * 8 for i in range(600)]
+    done: list[float] = []
+    ingest = threading.Thread(target=lambda: (embedder.embed(bulk), done.append(time.time())))
+    ingest.start()
+    time.sleep(0.5)  # the bulk encode is under way
+    embedder.embed_query("tides")
+    answered = time.time()
+    ingest.join()
+    assert done and answered < done[0] - 1.0  # long before the bulk encode finished
 
 
 def test_query_instruction_changes_only_queries(embedder: LocalEmbedder) -> None:
