@@ -21,15 +21,27 @@ def dense_search(
     Vectors of a document being written, replaced or deleted may sit in the
     store for a moment; ``current`` (the catalog) decides what is live and
     visible, and the query widens when too many hits are filtered out.
-    ``owners`` narrows the store query to the chunks the asker may see.
+    ``owners`` narrows the store query to the chunks the asker may see. A chunk
+    whose text repeats a better hit (the same file uploaded twice) is dropped.
     """
     wanted = k
     live: list[Hit] = []
     for _ in range(4):
         hits = store.query(vector, wanted, owners)
         generations = current(h.document_id for h in hits)
-        live = [h for h in hits if generations.get(h.document_id) == h.generation]
+        live = _distinct([h for h in hits if generations.get(h.document_id) == h.generation])
         if len(live) >= k or len(hits) < wanted:
             break
         wanted *= 4
     return live[:k]
+
+
+def _distinct(hits: list[Hit]) -> list[Hit]:
+    """Hits in order, without a text seen in an earlier one."""
+    seen: set[str] = set()
+    out = []
+    for hit in hits:
+        if hit.text not in seen:
+            seen.add(hit.text)
+            out.append(hit)
+    return out

@@ -76,13 +76,19 @@ def uploaded(admin: WebUIClient, tmp_path_factory: pytest.TempPathFactory) -> di
     return records
 
 
-def kb_documents(stack: Stack) -> dict[str, dict[str, Any]]:
-    """kb's own catalog, by file name."""
+def kb_catalog(stack: Stack) -> list[dict[str, Any]]:
+    """kb's own catalog: every document."""
     response = httpx.get(
         f"{stack.kb.url}/v1/documents", headers={"Authorization": f"Bearer {API_KEY}"}
     )
     response.raise_for_status()
-    return {d["source"]: d for d in response.json()["documents"]}
+    documents: list[dict[str, Any]] = response.json()["documents"]
+    return documents
+
+
+def kb_documents(stack: Stack) -> dict[str, dict[str, Any]]:
+    """kb's own catalog, by file name."""
+    return {d["source"]: d for d in kb_catalog(stack)}
 
 
 def test_uploads_through_open_webui_are_ingested_by_kb(
@@ -158,3 +164,22 @@ def test_one_users_upload_never_reaches_another_users_answer(
         bob.close()
     events = admin.chat("What is Bob's locker code?")
     assert "bob.txt" not in [s["source"]["name"] for s in sources(events)]
+
+
+def test_adding_a_file_to_a_knowledge_base_keeps_one_document_in_kb(
+    stack: Stack, admin: WebUIClient, uploaded: dict[str, Any]
+) -> None:
+    created = admin.http.post(
+        "/api/v1/knowledge/create", json={"name": "Policies", "description": "Company policies"}
+    )
+    created.raise_for_status()
+    file_id = uploaded["travel.pdf"]["id"]
+    added = admin.http.post(
+        f"/api/v1/knowledge/{created.json()['id']}/file/add", json={"file_id": file_id}
+    )
+    assert added.status_code == 200, added.text
+    # The same file attached again is a new Open WebUI file: answers still cite it once.
+    assert admin.upload("travel.pdf", pdf_bytes(PDF_PAGES), MIME["pdf"]).status_code == 200
+    assert [d["source"] for d in kb_catalog(stack)].count("travel.pdf") == 2
+    events = admin.chat(QUESTIONS[0][0])
+    assert [s["source"]["name"] for s in sources(events)].count("travel.pdf") == 1

@@ -67,6 +67,15 @@ def test_changed_content_replaces_chunks_with_nothing_stale(
     assert len(kb.catalog.documents()) == 1
 
 
+def test_the_same_file_under_two_keys_is_found_once(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    path = write(tmp_path / "ocean.txt", OCEAN)
+    kb.ingest([src(path, "owui:1"), src(path, "owui:2")])
+    assert kb.catalog.counts()["documents_indexed"] == 2
+    hits = kb.search("largest animal", 5)
+    assert len({h.text for h in hits}) == len(hits) >= 1
+
+
 def test_remove_deletes_every_vector(make_kb: MakeKb, tmp_path: Path) -> None:
     kb = make_kb()
     kb.ingest([src(write(tmp_path / "paris.txt", PARIS)), src(write(tmp_path / "o.txt", OCEAN))])
