@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ import pytest
 
 from retrieval.embedders import resolve_local_model
 from tests.conftest import free_port
+from tests.processes import ServerProcess
 
 STARTUP_SECONDS = 300
 EMBED_MODEL = "all-MiniLM-L6-v2"
@@ -45,7 +45,7 @@ class RecordingTransport(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-class VllmServer:
+class VllmServer(ServerProcess):
     """A vLLM OpenAI-compatible server process; by default the packaged MiniLM for embeddings."""
 
     def __init__(
@@ -63,25 +63,9 @@ class VllmServer:
         # On CPU this is the share of RAM reserved; the default (0.92) fails on a shared host.
         command += ["--gpu-memory-utilization", "0.15", *extra]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
-        self.log = log_path.open("w")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self._wait(log_path)
-
-    def _wait(self, log_path: Path) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"vLLM exited at start-up; see {log_path}:\n" + log_path.read_text()[-3000:]
-                )
-            try:
-                if httpx.get(f"{self.url}/models", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"vLLM did not answer within {STARTUP_SECONDS} s; see {log_path}")
+        super().__init__(
+            command, log_path, f"{self.url}/models", env=env, startup_seconds=STARTUP_SECONDS
+        )
 
     @classmethod
     def tiny_chat(cls, folder: Path) -> VllmServer:
@@ -91,14 +75,3 @@ class VllmServer:
         command = [vllm_python(), str(script), str(model), str(resolve_local_model(None))]
         subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         return cls(folder / "vllm-chat.log", model, "tiny-chat", ("--max-model-len", "2048"))
-
-    def stop(self) -> None:
-        """Terminate the server and its engine processes."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()

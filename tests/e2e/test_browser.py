@@ -125,12 +125,18 @@ def test_upload_ask_and_read_the_cited_answer_in_a_browser(
             # [1] is rendered as a button naming the cited file, not as text.
             expect(quote.get_by_role("button", name=f"View source: {FILE_NAME}")).to_be_visible()
             expect(quote).not_to_contain_text("[1]")
-            # Under the answer, the list of sources, opened, names the file too.
+            # Under the answer, the list of sources, opened, names the file as source 1.
             sources = answer.get_by_role("button", name="Toggle 1 source")
             sources.click()
             expect(sources).to_have_attribute("aria-expanded", "true")
-            expect(answer.get_by_text(FILE_NAME)).not_to_have_count(0)
+            expect(answer.get_by_role("button", name=f"View source: 1 {FILE_NAME}")).to_be_visible()
             page.screenshot(path=folder / "open-webui-answer.png", full_page=True)
+
+            # The citation opens the passage kb quoted, from that file.
+            quote.get_by_role("button", name=f"View source: {FILE_NAME}").click()
+            passage = page.get_by_role("dialog")
+            expect(passage).to_contain_text(FILE_NAME)
+            expect(passage).to_contain_text(FACT)
         except BaseException:
             page.screenshot(path=folder / "open-webui-failure.png", full_page=True)
             raise
