@@ -15,6 +15,7 @@ from app.service import KnowledgeBase
 from retrieval.answer import Citation
 
 SHORT_QUESTION_WORDS = 4
+CONTEXT_END = "</context>"
 
 
 def text_of(content: Any) -> str:
@@ -26,9 +27,22 @@ def text_of(content: Any) -> str:
     return ""
 
 
+def question_of(turn: str) -> str:
+    """A user turn without the file context Open WebUI may put in front of it.
+
+    With a file attached in the chat (and RAG_SYSTEM_CONTEXT off), Open WebUI
+    prepends its RAG template, the file's text inside ``<context>…</context>``,
+    to the user's words; the question is what follows the context.
+    """
+    head, marker, tail = turn.rpartition(CONTEXT_END)
+    return tail.strip() if marker and tail.strip() else turn
+
+
 def search_query(messages: list[dict[str, Any]]) -> str:
     """The last user turn, joined with the previous one when it is very short."""
-    turns = [text_of(m.get("content")).strip() for m in messages if m.get("role") == "user"]
+    turns = [
+        question_of(text_of(m.get("content")).strip()) for m in messages if m.get("role") == "user"
+    ]
     turns = [t for t in turns if t]
     if not turns:
         return ""
@@ -73,6 +87,8 @@ def source_events(citations: list[Citation]) -> list[dict[str, Any]]:
             },
         )
         data["document"].append(c.text)
-        data["metadata"].append({"source": c.source, "name": c.source, "page": c.page})
+        # Open WebUI counts pages from 0 (it shows page + 1); kb counts from 1.
+        page = c.page - 1 if c.page else None
+        data["metadata"].append({"source": c.source, "name": c.source, "page": page})
         data["distances"].append(c.score)
     return [{"event": {"type": "source", "data": events[n]}} for n in sorted(events)]

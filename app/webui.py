@@ -49,6 +49,9 @@ def webui_environment(kb_url: str, api_key: str | None, data_dir: Path) -> dict[
         "EXTERNAL_DOCUMENT_LOADER_API_KEY": key,
         "EXTERNAL_DOCUMENT_LOADER_HEADERS": json.dumps(LOADER_HEADERS),
         "BYPASS_EMBEDDING_AND_RETRIEVAL": "true",
+        # A file attached in a chat: its text goes in a system message, so the user
+        # turn kb searches with stays the user's question.
+        "RAG_SYSTEM_CONTEXT": "true",
         "ENABLE_WEB_SEARCH": "false",
         # Private and offline: nothing is fetched or reported.
         "OFFLINE_MODE": "true",

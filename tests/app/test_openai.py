@@ -48,10 +48,22 @@ def test_streamed_chat_sends_sources_first_and_matching_markers(client: TestClie
     assert first["data"]["metadata"][0] == {
         "source": "handbook.pdf",
         "name": "handbook.pdf",
-        "page": 2,
+        "page": 1,  # Open WebUI counts from 0 and shows "page 2"
     }
     answer = text_of(events)
     assert "fifth working day" in answer and "[1]" in answer
+
+
+def test_open_webui_file_context_is_not_part_of_the_search(client: TestClient) -> None:
+    upload(client, [("handbook.pdf", pdf_bytes(HANDBOOK)), ("menu.txt", b"Soup on Mondays.")])
+    attached = (
+        "### Task:\nRespond to the user query using the provided context.\n<context>\n"
+        + "Soup on Mondays. " * 200
+        + "\n</context>\n\nWhen are expense reports due?"
+    )
+    events = stream_events(client, {"messages": [{"role": "user", "content": attached}]})
+    assert events[0]["event"]["data"]["source"]["name"] == "handbook.pdf"
+    assert "fifth working day" in text_of(events)
 
 
 def test_plain_chat_and_honest_refusal(client: TestClient) -> None:
