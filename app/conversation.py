@@ -67,8 +67,10 @@ def reply(
 
 
 def _task_reply(kb: KnowledgeBase, messages: list[dict[str, Any]]) -> Iterator[str]:
-    if kb.llm is None:  # no model to write titles or tags: keep it short and harmless
-        return iter([" ".join(search_query(messages).split()[:6])])
+    if kb.llm is None:
+        # No model to write titles, tags or follow-ups: an empty JSON object makes Open
+        # WebUI keep its defaults (the question as the title, no tags, no follow-ups).
+        return iter(["{}"])
     plain = [{"role": m["role"], "content": text_of(m.get("content"))} for m in messages]
     return kb.llm.stream(plain, max_tokens=256)
 

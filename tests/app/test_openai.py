@@ -92,7 +92,7 @@ def test_background_tasks_skip_retrieval(client: TestClient) -> None:
     upload(client, [("handbook.pdf", pdf_bytes(HANDBOOK))])
     events = stream_events(client, {"messages": QUESTION}, **{"X-Kb-Task": "title_generation"})
     assert not any("event" in e for e in events if isinstance(e, dict))
-    assert text_of(events) == "When are expense reports due?"
+    assert text_of(events) == "{}"  # no LLM: Open WebUI keeps its default title
 
 
 def test_process_ingests_returns_text_and_replaces_by_file_id(client: TestClient) -> None:

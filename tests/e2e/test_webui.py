@@ -184,3 +184,22 @@ def test_adding_a_file_to_a_knowledge_base_keeps_one_document_in_kb(
     assert [d["source"] for d in kb_catalog(stack)].count("travel.pdf") == 2
     events = admin.chat(QUESTIONS[0][0])
     assert [s["source"]["name"] for s in sources(events)].count("travel.pdf") == 1
+
+
+def test_title_generation_reaches_kb_as_a_task_and_skips_retrieval(
+    stack: Stack, admin: WebUIClient, uploaded: dict[str, Any]
+) -> None:
+    admin.http.get("/api/models").raise_for_status()  # Open WebUI loads its model list
+    conversation = [
+        {"role": "user", "content": QUESTIONS[0][0]},
+        {"role": "assistant", "content": "The allowance is 45 euros [1]."},
+    ]
+    response = admin.http.post(
+        "/api/v1/tasks/title/completions",
+        json={"model": "kb", "messages": conversation, "chat_id": "local"},
+    )
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    assert reply["sources"] == []  # the {{TASK}} header told kb: no retrieval
+    if not stack.kb_settings.get("llm_url"):
+        assert reply["choices"][0]["message"]["content"] == "{}"  # Open WebUI keeps its default
