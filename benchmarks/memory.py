@@ -86,6 +86,10 @@ class NullStore:
         """Always empty."""
         return 0
 
+    def stored(self, document_id: str, generation: int) -> Iterator[Any]:
+        """Nothing stored."""
+        return iter(())
+
 
 def parse_args() -> argparse.Namespace:
     """Command-line options (``--child`` is the internal per-case mode)."""

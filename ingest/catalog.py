@@ -160,6 +160,15 @@ class Catalog:
         rows = self._query("SELECT id FROM documents WHERE content_hash = ?", [content_hash])
         return [r["id"] for r in rows]
 
+    def twin(self, content_hash: str, fingerprint: str, other_than: str) -> Document | None:
+        """Another indexed document with this content, embedded the same way."""
+        rows = self._query(
+            "SELECT * FROM documents WHERE content_hash = ? AND fingerprint = ? AND status = ?"
+            " AND id != ? LIMIT 1",
+            [content_hash, fingerprint, INDEXED, other_than],
+        )
+        return Document(**dict(rows[0])) if rows else None
+
     def documents(self, status: str | None = None) -> list[Document]:
         """All documents, optionally of one status, by source name."""
         sql, args = "SELECT * FROM documents", []

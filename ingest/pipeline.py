@@ -15,9 +15,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker
@@ -99,6 +101,14 @@ class _Fail:
 
 
 @dataclass
+class _Copied:
+    """Chunks with vectors taken from an identical indexed file."""
+
+    chunks: list[Chunk]
+    vectors: np.ndarray
+
+
+@dataclass
 class _Rejected:
     """A file refused before parsing (limit, type, unreadable)."""
 
@@ -106,7 +116,7 @@ class _Rejected:
 
 
 _EOF = object()
-Event = Outcome | _Start | Chunk | _End | _Fail | _Rejected
+Event = Outcome | _Start | Chunk | _Copied | _End | _Fail | _Rejected
 
 
 @dataclass
@@ -177,7 +187,7 @@ class Pipeline:
                 if source.key in seen:
                     continue
                 seen.add(source.key)
-                for event in self._events(source, force):
+                for event in self._events(source, force, seen):
                     if not _put(out, event, stop):
                         return
         except Exception as exc:  # a bug or an unreadable source list: end the run honestly
@@ -186,7 +196,7 @@ class Pipeline:
         finally:
             _put(out, _EOF, stop)
 
-    def _events(self, source: Source, force: bool) -> Iterator[Event]:
+    def _events(self, source: Source, force: bool, seen: set[str]) -> Iterator[Event]:
         doc_id = source.document_id
         try:
             content_hash, size, stored = self.originals.put(source.path, self.limits.max_file_bytes)
@@ -212,7 +222,29 @@ class Pipeline:
             fingerprint=self.fingerprint, owner=source.owner,
         )
         yield _Start(doc)
-        yield from self._parse(doc, stored)
+        twin = None if force else self.catalog.twin(content_hash, self.fingerprint, doc_id)
+        # A twin this run has touched may be swapping generations under us: parse instead.
+        if twin is not None and twin.key not in seen:
+            yield from self._copy(doc, twin)
+        else:
+            yield from self._parse(doc, stored)
+
+    def _copy(self, doc: Document, twin: Document) -> Iterator[Event]:
+        """The same content is indexed already (another key): reuse its vectors, embed nothing."""
+        copied = 0
+        for chunks, vectors in self.store.stored(twin.id, twin.generation):
+            mine = [
+                replace(c, document_id=doc.id, source=doc.source, generation=doc.generation,
+                        owner=doc.owner)
+                for c in chunks
+            ]
+            yield _Copied(mine, vectors)
+            copied += len(chunks)
+        if copied != twin.chunks:
+            yield _Fail(doc.id, f"the index holds {copied} of the {twin.chunks} chunks of an "
+                                f"identical file ({twin.source}); run `kb reindex` to repair it")
+            return
+        yield _End(doc.id)
 
     def _parse(self, doc: Document, stored: Path) -> Iterator[Event]:
         try:
@@ -250,6 +282,9 @@ class Pipeline:
             state.inflight[event.document_id].chunks += 1
             if len(state.batch) >= self.batch_size:
                 self._flush(state, report)
+        elif isinstance(event, _Copied):
+            self.store.add(event.chunks, event.vectors)
+            state.inflight[event.chunks[0].document_id].chunks += len(event.chunks)
         elif isinstance(event, _Start):
             self.committer.begin(event.doc)
             event.doc.chunks = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +36,9 @@ class VectorStore(Protocol):
 
     def count(self) -> int:
         """Number of chunks stored."""
+
+    def stored(self, document_id: str, generation: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+        """One document generation's chunks and their vectors, in pages."""
 
 
 SHARED = ""  # the owner stored on chunks of documents everyone may see
@@ -122,6 +125,26 @@ class ChromaStore:
         """Number of chunks in the collection."""
         return int(self._collection.count())
 
+    def stored(self, document_id: str, generation: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+        """One document generation's chunks with their vectors, a page of at most max batch."""
+        where = {"$and": [{"document_id": document_id}, {"generation": generation}]}
+        offset = 0
+        while True:
+            page = self._get(where, offset)
+            if not page["ids"]:
+                return
+            rows = zip(page["documents"], page["metadatas"], strict=True)
+            chunks = [_chunk(text, meta) for text, meta in rows]
+            yield chunks, np.asarray(page["embeddings"], dtype=np.float32)
+            offset += len(chunks)
+
+    @_resilient
+    def _get(self, where: dict[str, Any], offset: int) -> Any:
+        return self._collection.get(
+            where=where, limit=self._max_batch, offset=offset,
+            include=["documents", "metadatas", "embeddings"],
+        )
+
     @_resilient
     def inventory(self) -> Counter[tuple[str, int]]:
         """Chunks per (document id, generation): what the catalog must agree with."""
@@ -150,6 +173,21 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
     if chunk.section:
         meta["section"] = chunk.section
     return meta
+
+
+def _chunk(text: str, meta: dict[str, Any]) -> Chunk:
+    return Chunk(
+        document_id=str(meta["document_id"]),
+        source=str(meta["source"]),
+        chunk_index=int(meta["chunk_index"]),
+        text=text,
+        start=int(meta["start"]),
+        end=int(meta["end"]),
+        page=meta.get("page"),
+        section=meta.get("section"),
+        generation=int(meta["generation"]),
+        owner=meta.get("owner") or None,
+    )
 
 
 def _hit(text: str, meta: dict[str, Any], distance: float) -> Hit:

@@ -57,6 +57,23 @@ def test_query_scores_pages_and_generation_delete(chroma_backend: ChromaBackend)
     assert store.count() == 0
 
 
+def test_stored_returns_one_generation_with_its_vectors_in_pages(
+    chroma_backend: ChromaBackend,
+) -> None:
+    store = chroma_backend.open(unique("kb-stored"))
+    small = ChromaStore(store._collection, max_batch=7)
+    rng = np.random.default_rng(3)
+    vectors = unit(rng, 35)
+    small.add(chunks("a", 1, 30) + chunks("a", 2, 5), vectors)
+    pages = list(small.stored("a", 1))
+    assert [len(c) for c, _ in pages] == [7, 7, 7, 7, 2]
+    got = {c.chunk_index: (c, v) for cs, vs in pages for c, v in zip(cs, vs, strict=True)}
+    assert sorted(got) == list(range(30))
+    chunk, vector = got[3]
+    assert (chunk.document_id, chunk.generation, chunk.page, chunk.text) == ("a", 1, 3, "text 3")
+    assert np.allclose(vector, vectors[3], atol=1e-6)
+
+
 def test_query_filters_by_owner(chroma_backend: ChromaBackend) -> None:
     store = chroma_backend.open(unique("kb-owner"))
     rng = np.random.default_rng(2)
