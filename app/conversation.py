@@ -34,7 +34,7 @@ def question_of(turn: str) -> str:
     prepends its RAG template, the file's text inside ``<context>…</context>``,
     to the user's words; the question is what follows the context.
     """
-    head, marker, tail = turn.rpartition(CONTEXT_END)
+    _, marker, tail = turn.rpartition(CONTEXT_END)
     return tail.strip() if marker and tail.strip() else turn
 
 

@@ -51,6 +51,7 @@ async def require_api_key(request: Request) -> None:
 
 
 USER_HEADER = "x-openwebui-user-id"  # sent by Open WebUI with ENABLE_FORWARD_USER_INFO_HEADERS
+ROLE_HEADER = "x-openwebui-user-role"  # likewise: "admin", "user"
 
 
 async def get_viewer(request: Request) -> str | None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import KbDep, SettingsDep, ViewerDep
+from app.deps import ROLE_HEADER, KbDep, SettingsDep, ViewerDep
 from app.errors import status_for
 from app.service import KnowledgeBase
 from app.settings import MB, Settings
@@ -48,7 +48,7 @@ async def _process(
 ) -> dict[str, Any]:
     name = Path(unquote(request.headers.get("x-filename", "")) or "document").name
     file_id = request.headers.get("x-file-id", "")
-    if settings.share_admin_uploads and request.headers.get("x-openwebui-user-role") == "admin":
+    if settings.share_admin_uploads and request.headers.get(ROLE_HEADER) == "admin":
         owner = None  # KB_SHARE_ADMIN_UPLOADS: admins curate the shared knowledge
     if file_id and name.startswith(f"{file_id}_"):
         name = name[len(file_id) + 1 :]  # Open WebUI stores uploads as "<file id>_<name>"
