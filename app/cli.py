@@ -18,6 +18,7 @@ from app.settings import Settings
 from ingest.loaders import SUPPORTED_EXTENSIONS
 from ingest.pipeline import FAILED, Outcome, Source
 from retrieval.errors import KbError
+from retrieval.search import MODES
 
 EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -71,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--user", help="also search this Open WebUI user's private uploads (user id)"
     )
+    p.add_argument("--mode", choices=MODES, default="hybrid", help="default hybrid")
+    p.add_argument("--explain", action="store_true", help="show each stage's score and rank")
     p.set_defaults(run=cmd_search)
     p = sub.add_parser("status", help="counts, settings and failed documents")
     p.add_argument("--all", action="store_true", help="list every document")
@@ -92,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="retrieval quality on a BEIR data set")
     p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
     p.add_argument("--split", default="train", help="qrels split (default train)")
+    p.add_argument(
+        "--mode", choices=MODES, action="append", help="only these modes (default: all)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_eval)
     return parser
@@ -182,7 +188,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     """Print the best chunks for a query."""
     kb = _open(settings)
     try:
-        hits = kb.search(args.query, args.k, args.user)
+        hits = kb.search(args.query, args.k, args.user, args.mode)
     finally:
         kb.close()
     if args.json:
@@ -192,14 +198,25 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
         where = f"{h.source}" + (f", page {h.page}" if h.page else "")
         text = " ".join(h.text.split())
         print(f"{rank}. [{h.score:.3f}] {where}\n   {text[:300]}")
+        if args.explain:
+            print(f"   {_explain(h)}")
     if not hits:
         print("no results (is anything ingested? see `kb status`)")
     return 0
 
 
 def _hit_json(h: Any) -> dict[str, Any]:
-    keys = ("document_id", "source", "page", "chunk_index", "text", "score", "section")
+    keys = ("document_id", "source", "page", "chunk_index", "text", "score", "section",
+            "scores", "ranks")
     return {k: getattr(h, k) for k in keys}
+
+
+def _explain(h: Any) -> str:
+    """``dense 0.512 (#3) · lexical 7.20 (#1)``: how each stage saw the hit."""
+    stages = [f"{stage} {h.scores[stage]:.3f} (#{h.ranks[stage]})" for stage in h.scores]
+    missing = [f"{s}: not in its top candidates" for s in ("dense", "lexical")
+               if s not in h.scores and len(h.scores) > 1]
+    return " · ".join(stages + missing)
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -271,13 +288,16 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     """Index a BEIR corpus in its own data directory and score retrieval."""
     from app.evaluate import run_eval
 
-    scores = run_eval(settings, args.dataset, args.split)
+    result = run_eval(settings, args.dataset, args.split, tuple(args.mode or MODES))
     if args.json:
-        print(json.dumps(scores, indent=2))
-    else:
-        for name, value in scores.items():
-            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-            print(f"{name:>12}: {shown}")
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['documents']} documents indexed in {result['index_seconds']} s, "
+          f"{result['queries']} queries")
+    metrics = list(next(iter(result["modes"].values())))
+    print(f"{'mode':<10}" + "".join(f"{m:>12}" for m in metrics))
+    for mode, scores in result["modes"].items():
+        print(f"{mode:<10}" + "".join(f"{scores[m]:>12.4f}" for m in metrics))
     return 0
 
 

@@ -15,12 +15,15 @@ from app.settings import Settings
 from ingest.pipeline import FAILED, Source
 from retrieval.errors import KbError
 from retrieval.evaluation import Dataset, Ranking, evaluate, load_dataset
+from retrieval.search import HYBRID, MODES
 
 CHUNKS_PER_DOCUMENT_DEPTH = 4  # chunk hits fetched per document wanted (Recall@100)
 
 
-def run_eval(settings: Settings, root: Path, split: str = "train") -> dict[str, Any]:
-    """nDCG@10, Recall@100, MRR@10 of the current settings on the data set at ``root``."""
+def run_eval(
+    settings: Settings, root: Path, split: str = "train", modes: tuple[str, ...] = MODES
+) -> dict[str, Any]:
+    """nDCG@10, Recall@100, MRR@10 of each search mode on the data set at ``root``."""
     try:
         dataset = load_dataset(root, split)
     except FileNotFoundError as exc:
@@ -31,11 +34,17 @@ def run_eval(settings: Settings, root: Path, split: str = "train") -> dict[str, 
         started = time.perf_counter()
         ingested = index_corpus(kb, dataset)
         seconds = time.perf_counter() - started
-        with tqdm(total=len(dataset.queries), desc="queries", unit="q", file=sys.stderr) as bar:
-            scores = evaluate(dataset, lambda q: rank_documents(kb, q, 100), bar.update)
+        results = {mode: _score_mode(kb, dataset, mode) for mode in modes}
     finally:
         kb.close()
-    return {**scores, "documents": ingested, "index_seconds": round(seconds, 1)}
+    return {"modes": results, "queries": len(dataset.queries), "documents": ingested,
+            "index_seconds": round(seconds, 1)}
+
+
+def _score_mode(kb: KnowledgeBase, dataset: Dataset, mode: str) -> dict[str, float]:
+    with tqdm(total=len(dataset.queries), desc=mode, unit="q", file=sys.stderr) as bar:
+        scores = evaluate(dataset, lambda q: rank_documents(kb, q, 100, mode), bar.update)
+    return {name: value for name, value in scores.items() if name != "queries"}
 
 
 def index_corpus(kb: KnowledgeBase, dataset: Dataset) -> int:
@@ -55,11 +64,11 @@ def index_corpus(kb: KnowledgeBase, dataset: Dataset) -> int:
     return len(outcomes) - len(failed)
 
 
-def rank_documents(kb: KnowledgeBase, query: str, depth: int) -> Ranking:
+def rank_documents(kb: KnowledgeBase, query: str, depth: int, mode: str = HYBRID) -> Ranking:
     """Corpus ids best first: each document scores as its best chunk."""
     ranking: list[str] = []
     seen: set[str] = set()
-    for hit in kb.search(query, depth * CHUNKS_PER_DOCUMENT_DEPTH):
+    for hit in kb.search(query, depth * CHUNKS_PER_DOCUMENT_DEPTH, mode=mode):
         doc_id = hit.source.removesuffix(".txt")
         if doc_id not in seen:
             seen.add(doc_id)

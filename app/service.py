@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -25,9 +27,13 @@ from retrieval.answer import Citation, answer_stream
 from retrieval.chat import ChatModel, make_chat_model
 from retrieval.embedders import Embedder, make_embedder
 from retrieval.errors import ConfigurationError, DataDirBusy, DocumentNotFound, KbError
-from retrieval.search import dense_search
-from retrieval.store import SHARED, ChromaBackend, ChromaStore
-from retrieval.types import Hit
+from retrieval.fusion import Fusion
+from retrieval.hybrid import HybridBackend, HybridStore
+from retrieval.search import HYBRID, search
+from retrieval.store import SHARED, ChromaBackend
+from retrieval.types import Chunk, Hit
+
+log = logging.getLogger(__name__)
 
 STORE_VERSION = 2  # chunk metadata layout in Chroma; 2 added the owner
 
@@ -38,10 +44,11 @@ class KnowledgeBase:
     def __init__(
         self, *, data_dir: Path, embedder: Embedder, backend: ChromaBackend, limits: Limits,
         chunking: ChunkSettings, batch_size: int = 64, llm: ChatModel | None = None,
-        min_score: float = 0.0,
+        min_score: float = 0.0, fusion: Fusion | None = None,
     ) -> None:
         self.data_dir, self.embedder, self.backend = data_dir, embedder, backend
-        self.llm, self.min_score = llm, min_score
+        self.llm, self.min_score, self.fusion = llm, min_score, fusion or Fusion()
+        self.indexes = HybridBackend(backend, data_dir / "lexical")
         # A remote embedder takes several requests at once: give it enough per call.
         self.limits, self.batch_size = limits, batch_size * embedder.max_concurrency
         self._lock_file = _lock_data_dir(data_dir)
@@ -56,23 +63,24 @@ class KnowledgeBase:
         self.recover()
 
     def close(self) -> None:
-        """Release the catalog and the data-directory lock."""
+        """Release the indexes, the catalog and the data-directory lock."""
+        self.store.close()
         self.catalog.close()
         self._lock_file.close()
 
     # -- start-up -----------------------------------------------------------
 
-    def _active_store(self) -> ChromaStore:
+    def _active_store(self) -> HybridStore:
         name = self.catalog.get_meta("collection")
         stored_id = self.catalog.get_meta("embedding")
         if name and stored_id != self.embedding_id and not self.catalog.counts().get("chunks"):
-            self.backend.drop(name)  # empty index built for another model: start afresh
+            self.indexes.drop(name)  # empty index built for another model: start afresh
             name = None
         if not name:
             name = _new_collection_name()
             self.catalog.set_meta("collection", name)
             self.catalog.set_meta("embedding", self.embedding_id)
-        return self.backend.open(name)
+        return self.indexes.open(name)
 
     def recover(self) -> None:
         """Finish what an interrupted process left: stray vectors, partial re-index, jobs."""
@@ -81,10 +89,29 @@ class KnowledgeBase:
             self.catalog.done(doc_id, generation)
         leftover = self.catalog.get_meta("reindex_collection")
         if leftover:
-            self.backend.drop(leftover)
+            self.indexes.drop(leftover)
             self.catalog.set_meta("reindex_collection", None)
+        self.indexes.sweep(keep=self.store.name)
+        if not self.store.in_step():
+            self._rebuild_lexical()
         self.originals.sweep_incoming()
         self.catalog.interrupt_jobs()
+
+    def _rebuild_lexical(self) -> None:
+        """Refill a missing, damaged or stale lexical index from the vector store's chunks."""
+        from tqdm import tqdm
+
+        total = self.store.count()
+        log.warning("the lexical index of %s is out of step with the vector store: "
+                    "rebuilding it from %d stored chunks", self.store.name, total)
+        with tqdm(total=total, desc="rebuild lexical index", unit="chunk", file=sys.stderr,
+                  disable=None) as bar:
+            def pages() -> Iterator[list[Chunk]]:
+                for page in self.store.vectors.chunks():
+                    yield page
+                    bar.update(len(page))
+
+            self.store.lexical.rebuild_from(pages())
 
     def check_embedding(self) -> None:
         """Refuse to mix vectors of two models in one collection."""
@@ -107,26 +134,29 @@ class KnowledgeBase:
                 sources, on_outcome
             )
 
-    def search(self, query: str, k: int = 10, viewer: str | None = None) -> list[Hit]:
-        """The ``k`` chunks most similar to ``query`` that ``viewer`` may see, best first.
+    def search(
+        self, query: str, k: int = 10, viewer: str | None = None, mode: str = HYBRID
+    ) -> list[Hit]:
+        """The ``k`` chunks most relevant to ``query`` that ``viewer`` may see, best first.
 
-        Shared documents (no owner) are visible to everyone, a private one only
-        to its owner; ``viewer=None`` sees the shared documents alone.
+        ``mode`` is ``dense``, ``lexical`` or ``hybrid`` (both, fused). Shared
+        documents (no owner) are visible to everyone, a private one only to its
+        owner; ``viewer=None`` sees the shared documents alone.
         """
         self.check_embedding()
-        vector = self.embedder.embed_query(query)
-        # Filtering in Chroma costs a little; skip it while every document is shared.
+        # Filtering by owner costs a little; skip it while every document is shared.
         owners = [SHARED, *([viewer] if viewer else [])] if self.catalog.has_private() else None
-        return dense_search(
-            self.store, vector, k, lambda ids: self.catalog.current_generations(ids, viewer),
-            owners,
+        return search(
+            self.store, query, self.embedder.embed_query, k,
+            lambda ids: self.catalog.current_generations(ids, viewer), owners=owners, mode=mode,
+            fusion=self.fusion,
         )
 
     def answer(
-        self, question: str, k: int = 5, viewer: str | None = None
+        self, question: str, k: int = 5, viewer: str | None = None, mode: str = HYBRID
     ) -> tuple[list[Citation], Iterator[str]]:
         """Citations and the streamed answer: from the LLM, else extractive."""
-        hits = self.search(question, k, viewer)
+        hits = self.search(question, k, viewer, mode)
         # The chat model's tokenizer is not ours: budget the prompt at 3 characters a token.
         return answer_stream(question, hits, self.llm, lambda t: len(t) // 3 + 1, self.min_score)
 
@@ -150,7 +180,7 @@ class KnowledgeBase:
         with self.write_lock:
             name = _new_collection_name()
             self.catalog.set_meta("reindex_collection", name)
-            store = self.backend.open(name)
+            store = self.indexes.open(name)
             committer = CollectingCommitter(self.catalog)
             try:
                 outcomes = self._pipeline(store, committer).run(
@@ -158,14 +188,14 @@ class KnowledgeBase:
                 )
                 _raise_if_failed(outcomes)
             except BaseException:
-                self.backend.drop(name)
+                self.indexes.drop(name, store)
                 self.catalog.set_meta("reindex_collection", None)
                 raise
-            old = self.store.name
+            old = self.store
             self.catalog.switch_collection(name, committer.docs)
             self.catalog.set_meta("embedding", self.embedding_id)
             self.store = store
-            self.backend.drop(old)
+            self.indexes.drop(old.name, old)
             return outcomes
 
     def status(self) -> dict[str, Any]:
@@ -182,7 +212,7 @@ class KnowledgeBase:
             **self.catalog.counts(),
         }
 
-    def _pipeline(self, store: ChromaStore, committer: Any) -> Pipeline:
+    def _pipeline(self, store: HybridStore, committer: Any) -> Pipeline:
         return Pipeline(
             catalog=self.catalog, store=store, embedder=self.embedder, chunker=self.chunker,
             originals=self.originals, limits=self.limits, fingerprint=self.fingerprint,

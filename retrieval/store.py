@@ -145,16 +145,24 @@ class ChromaStore:
             include=["documents", "metadatas", "embeddings"],
         )
 
-    @_resilient
     def inventory(self) -> Counter[tuple[str, int]]:
         """Chunks per (document id, generation): what the catalog must agree with."""
         counts: Counter[tuple[str, int]] = Counter()
-        total = self.count()
-        for offset in range(0, total, self._max_batch):
-            page = self._collection.get(include=["metadatas"], limit=self._max_batch, offset=offset)
-            for meta in page["metadatas"]:
-                counts[(str(meta["document_id"]), int(meta["generation"]))] += 1
+        for page in self.chunks():
+            counts.update((c.document_id, c.generation) for c in page)
         return counts
+
+    def chunks(self) -> Iterator[list[Chunk]]:
+        """Every stored chunk, without vectors, a page of at most max batch at a time."""
+        for offset in range(0, self.count(), self._max_batch):
+            page = self._page(offset)
+            yield [_chunk(t, m) for t, m in zip(page["documents"], page["metadatas"], strict=True)]
+
+    @_resilient
+    def _page(self, offset: int) -> Any:
+        return self._collection.get(
+            include=["documents", "metadatas"], limit=self._max_batch, offset=offset
+        )
 
 
 def _metadata(chunk: Chunk) -> dict[str, Any]:

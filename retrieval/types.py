@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,11 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A search result: a chunk and its similarity score (higher is better)."""
+    """A search result: a chunk and its score (higher is better).
+
+    ``scores`` and ``ranks`` say how each stage (dense, lexical, rerank) saw
+    the chunk; ``score`` is the final one that ordered the results.
+    """
 
     document_id: str
     source: str
@@ -53,3 +57,5 @@ class Hit:
     page: int | None = None
     section: str | None = None
     generation: int = 1
+    scores: dict[str, float] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)

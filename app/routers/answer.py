@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from app.deps import KbDep, ViewerDep
 from retrieval.answer import Citation
+from retrieval.search import Mode
 
 router = APIRouter(prefix="/v1", tags=["answer"])
 
@@ -22,6 +23,7 @@ class AnswerRequest(BaseModel):
     query: str = Field(min_length=1, max_length=8000)
     k: int = Field(default=5, ge=1, le=50)
     stream: bool = False
+    mode: Mode = "hybrid"
 
 
 class AnswerResponse(BaseModel):
@@ -40,7 +42,7 @@ def answer(
     With ``stream: true`` the reply is server-sent events: ``{"delta": text}`` pieces,
     then ``{"citations": [...]}``, then ``[DONE]``. Scope as in ``/v1/search``.
     """
-    citations, pieces = kb.answer(body.query, body.k, viewer)
+    citations, pieces = kb.answer(body.query, body.k, viewer, body.mode)
     if body.stream:
         return StreamingResponse(_events(pieces, citations), media_type="text/event-stream")
     return AnswerResponse(answer="".join(pieces), citations=citations)

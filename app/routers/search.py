@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.deps import KbDep, ViewerDep
+from retrieval.search import Mode
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -15,6 +16,9 @@ class SearchRequest(BaseModel):
 
     query: str = Field(min_length=1, max_length=8000)
     k: int = Field(default=10, ge=1, le=100)
+    mode: Mode = Field(
+        default="hybrid", description="dense, lexical (BM25), or hybrid: both, fused"
+    )
 
 
 class SearchResult(BaseModel):
@@ -27,6 +31,8 @@ class SearchResult(BaseModel):
     text: str
     score: float
     section: str | None = None
+    scores: dict[str, float] = Field(description="each stage's score: dense, lexical, rerank")
+    ranks: dict[str, int] = Field(description="each stage's 1-based rank")
 
 
 class SearchResponse(BaseModel):
@@ -42,12 +48,13 @@ def search(body: SearchRequest, kb: KbDep, viewer: ViewerDep) -> SearchResponse:
     Searches the shared documents, plus the private ones of the user named in
     ``X-OpenWebUI-User-Id``.
     """
-    hits = kb.search(body.query, body.k, viewer)
+    hits = kb.search(body.query, body.k, viewer, body.mode)
     return SearchResponse(
         results=[
             SearchResult(
                 document_id=h.document_id, source=h.source, page=h.page,
                 chunk_index=h.chunk_index, text=h.text, score=h.score, section=h.section,
+                scores=h.scores, ranks=h.ranks,
             )
             for h in hits
         ]

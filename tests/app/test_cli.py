@@ -106,10 +106,31 @@ def test_eval_on_a_tiny_beir_set(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
     write(root / "qrels" / "train.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
     assert main(["eval", str(root), "--json"]) == 0
-    scores = json.loads(capsys.readouterr().out)
-    assert scores["queries"] == 2 and scores["documents"] == 3
-    assert scores["ndcg@10"] == pytest.approx(1.0)
-    assert scores["mrr@10"] == pytest.approx(1.0) and scores["recall@100"] == pytest.approx(1.0)
+    result = json.loads(capsys.readouterr().out)
+    assert result["queries"] == 2 and result["documents"] == 3
+    assert set(result["modes"]) == {"dense", "lexical", "hybrid"}
+    for scores in result["modes"].values():
+        assert scores["ndcg@10"] == pytest.approx(1.0)
+        assert scores["mrr@10"] == pytest.approx(1.0)
+        assert scores["recall@100"] == pytest.approx(1.0)
+    assert main(["eval", str(root), "--mode", "lexical"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["mode", "ndcg@10", "recall@100", "mrr@10"]
+    assert table[2].split()[:2] == ["lexical", "1.0000"] and len(table) == 3
+
+
+def test_search_modes_and_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path / "a.txt", "Solar panels convert sunlight into electricity.")
+    write(tmp_path / "b.txt", "光伏电站把太阳能转换成电能。")
+    main(["ingest", str(tmp_path / "a.txt"), str(tmp_path / "b.txt")])
+    capsys.readouterr()
+    assert main(["search", "太阳能", "--mode", "lexical", "--json"]) == 0
+    [hit] = json.loads(capsys.readouterr().out)["results"]
+    assert hit["source"] == "b.txt" and set(hit["scores"]) == {"lexical"}
+    assert hit["ranks"] == {"lexical": 1}
+    assert main(["search", "solar electricity", "-k", "1", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "a.txt" in out and "dense " in out and "lexical " in out and "(#1)" in out
 
 
 def test_webui_without_open_webui_installed_says_how_to_get_it(

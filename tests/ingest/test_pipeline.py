@@ -26,9 +26,10 @@ def src(path: Path, key: str | None = None) -> Source:
 
 
 def assert_consistent(kb: KnowledgeBase) -> None:
-    """Catalog and Chroma agree: exactly the indexed generations, with their chunk counts."""
+    """Catalog, Chroma and the lexical index agree: exactly the indexed generations."""
     expected = {(d.id, d.generation): d.chunks for d in kb.catalog.documents("indexed")}
     assert dict(kb.store.inventory()) == expected
+    assert dict(kb.store.lexical.inventory()) == expected
     assert kb.catalog.pending() == []
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ingest.pipeline import Source
 from tests.conftest import MakeKb, write
 
@@ -17,18 +19,21 @@ def sources_of(hits: list) -> set[str]:
     return {h.source for h in hits}
 
 
-def test_private_upload_is_seen_by_its_owner_only(make_kb: MakeKb, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_private_upload_is_seen_by_its_owner_only(
+    make_kb: MakeKb, tmp_path: Path, mode: str
+) -> None:
     kb = make_kb()
     kb.ingest([
         Source("owui:1", "salary.txt", write(tmp_path / "salary.txt", SALARY), owner="alice"),
         Source("file:holidays", "holidays.txt", write(tmp_path / "holidays.txt", HOLIDAYS)),
     ])
     question = "What is Dana Smith's salary?"
-    assert "salary.txt" in sources_of(kb.search(question, 5, viewer="alice"))
+    assert "salary.txt" in sources_of(kb.search(question, 5, viewer="alice", mode=mode))
     for viewer in ("bob", None):
-        hits = kb.search(question, 5, viewer=viewer)
+        hits = kb.search("Dana Smith salary office closed", 5, viewer=viewer, mode=mode)
         assert sources_of(hits) == {"holidays.txt"}, viewer  # shared stays visible to all
-    citations, pieces = kb.answer(question, viewer="bob")
+    citations, pieces = kb.answer(question, viewer="bob", mode=mode)
     assert "91,000" not in "".join(pieces)
     assert all(c.source != "salary.txt" for c in citations)
 

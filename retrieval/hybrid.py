@@ -1,0 +1,106 @@
+"""A collection's two indexes written as one: vectors in Chroma, terms in tantivy.
+
+``HybridStore`` is the ``VectorStore`` the pipeline, the committers and
+recovery write through, so the lexical leg follows exactly the same
+generations and intents as the vectors: ``add`` writes both (the lexical
+side committed before the call returns, so a catalog commit never names
+chunks that are not durable in both), ``delete`` removes from both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.lexical import LexicalIndex, LexicalIndexDamaged
+from retrieval.store import ChromaBackend, ChromaStore
+from retrieval.types import Chunk, Hit
+
+log = logging.getLogger(__name__)
+
+
+class HybridStore:
+    """One Chroma collection and its lexical index, named alike."""
+
+    def __init__(self, vectors: ChromaStore, lexical: LexicalIndex) -> None:
+        self.vectors, self.lexical = vectors, lexical
+        self.name = vectors.name
+
+    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Write chunks to both indexes; durable in both when this returns."""
+        self.vectors.add(chunks, vectors)
+        self.lexical.add(chunks)
+        self.lexical.commit()
+
+    def delete(self, document_id: str, generation: int | None = None) -> None:
+        """Remove a document's chunks (one generation, or all) from both indexes."""
+        self.vectors.delete(document_id, generation)
+        self.lexical.delete(document_id, generation)
+
+    def query(
+        self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """Dense nearest neighbours (the vector store's query)."""
+        return self.vectors.query(vector, k, owners)
+
+    def lexical_query(
+        self, text: str, k: int, owners: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """BM25 matches for ``text``."""
+        return self.lexical.query(text, k, owners)
+
+    def count(self) -> int:
+        """Chunks in the vector store."""
+        return self.vectors.count()
+
+    def stored(self, document_id: str, generation: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+        """One document generation's chunks and vectors (from the vector store)."""
+        return self.vectors.stored(document_id, generation)
+
+    def inventory(self) -> Counter[tuple[str, int]]:
+        """Chunks per (document, generation) in the vector store."""
+        return self.vectors.inventory()
+
+    def in_step(self) -> bool:
+        """Whether the lexical index holds as many chunks as the vector store."""
+        return self.lexical.count() == self.vectors.count()
+
+    def close(self) -> None:
+        """Release the lexical writer."""
+        self.lexical.close()
+
+
+class HybridBackend:
+    """Opens and drops collections in Chroma together with their lexical folders."""
+
+    def __init__(self, chroma: ChromaBackend, lexical_root: Path) -> None:
+        self.chroma, self.lexical_root = chroma, lexical_root
+
+    def open(self, name: str) -> HybridStore:
+        """Open (or create) both halves; a damaged lexical half is recreated empty."""
+        path = self.lexical_root / name
+        try:
+            lexical = LexicalIndex(path)
+        except LexicalIndexDamaged as exc:
+            log.warning("%s; rebuilding it from the vector store", exc)
+            LexicalIndex.destroy(path)
+            lexical = LexicalIndex(path)
+        return HybridStore(self.chroma.open(name), lexical)
+
+    def drop(self, name: str, store: HybridStore | None = None) -> None:
+        """Delete a collection and its lexical folder."""
+        if store is not None:
+            store.close()
+        self.chroma.drop(name)
+        LexicalIndex.destroy(self.lexical_root / name)
+
+    def sweep(self, keep: str) -> None:
+        """Remove lexical folders of collections that are gone (a crash mid-switch)."""
+        if self.lexical_root.is_dir():
+            for path in self.lexical_root.iterdir():
+                if path.name != keep:
+                    LexicalIndex.destroy(path)

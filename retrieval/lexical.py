@@ -1,0 +1,173 @@
+"""The lexical leg: a tantivy (BM25) index of chunk text beside the vector store.
+
+One index folder per collection, so a re-index builds a new one and switches
+with the collection. Terms come from ``retrieval.analysis`` (the same for
+documents and queries) and are stored pre-tokenised; tantivy scores them with
+BM25. Each chunk keeps what a hit needs (source, page, text) so a lexical hit
+costs no trip to the vector store. Writes become visible, and durable, at
+``commit``; the write protocol in ``ingest.catalog`` commits before the
+catalog names a generation current, and deletes by (document, generation)
+exactly as it does in the vector store.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import tantivy
+
+from retrieval.analysis import analyze
+from retrieval.errors import KbError
+from retrieval.types import Chunk, Hit
+
+WRITER_HEAP = 48_000_000  # bytes buffered before tantivy writes a segment by itself
+
+
+class LexicalIndexDamaged(KbError):
+    """The index folder is missing, unreadable or not ours (it is rebuilt from the store)."""
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    for name in ("chunk_id", "document_id", "doc_gen", "owner"):
+        builder.add_text_field(name, stored=name in ("chunk_id", "document_id"),
+                               tokenizer_name="raw", index_option="basic")
+    # Terms never contain whitespace (see ``analyze``), so joined by spaces they split back.
+    builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+    builder.add_bytes_field("payload", stored=True)
+    return builder.build()
+
+
+class LexicalIndex:
+    """A persistent tantivy index with one writer, safe to search from any thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._schema = _schema()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
+            self._writer = self._index.writer(heap_size=WRITER_HEAP, num_threads=1)
+        except (ValueError, OSError) as exc:
+            raise LexicalIndexDamaged(f"lexical index at {path} cannot be opened: {exc}") from exc
+        self._lock = threading.Lock()
+
+    @classmethod
+    def destroy(cls, path: Path) -> None:
+        """Remove an index folder, if it exists."""
+        shutil.rmtree(path, ignore_errors=True)
+
+    def close(self) -> None:
+        """Release the writer (and its lock file)."""
+        with self._lock:
+            self._writer.wait_merging_threads()
+
+    def add(self, chunks: Sequence[Chunk]) -> None:
+        """Index chunks, replacing any with the same id; visible after ``commit``."""
+        docs = [_document(c) for c in chunks]
+        with self._lock:
+            for chunk, doc in zip(chunks, docs, strict=True):
+                self._writer.delete_documents_by_term("chunk_id", chunk.id)
+                self._writer.add_document(doc)
+
+    def delete(self, document_id: str, generation: int | None = None) -> None:
+        """Remove a document's chunks (one generation, or all) and commit."""
+        with self._lock:
+            if generation is None:
+                self._writer.delete_documents_by_term("document_id", document_id)
+            else:
+                self._writer.delete_documents_by_term("doc_gen", f"{document_id}:{generation}")
+        self.commit()
+
+    def commit(self) -> None:
+        """Make every write so far durable and searchable."""
+        with self._lock:
+            self._writer.commit()
+        self._index.reload()
+
+    def count(self) -> int:
+        """Number of chunks searchable now."""
+        return int(self._index.searcher().num_docs)
+
+    def query(self, text: str, k: int, owners: Sequence[str] | None = None) -> list[Hit]:
+        """The ``k`` best BM25 matches for ``text``; only chunks of ``owners`` when given."""
+        terms = analyze(text)
+        if not terms or k <= 0:
+            return []
+        match = tantivy.Query.boolean_query([
+            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "terms", t))
+            for t in terms  # a repeated query term weighs more, as a repeated word does
+        ])
+        if owners is not None:
+            scope = tantivy.Query.term_set_query(
+                self._schema, "owner", [_owner_term(o) for o in owners]
+            )
+            match = tantivy.Query.boolean_query([
+                (tantivy.Occur.Must, match),
+                (tantivy.Occur.Must, tantivy.Query.const_score_query(scope, 0.0)),
+            ])
+        searcher = self._index.searcher()
+        found = searcher.search(match, k).hits
+        return [_hit(searcher.doc(address), score) for score, address in found]
+
+    def inventory(self) -> Counter[tuple[str, int]]:
+        """Chunks per (document id, generation), to check agreement with the catalog."""
+        searcher = self._index.searcher()
+        total = max(1, searcher.num_docs)
+        found = searcher.search(tantivy.Query.all_query(), total).hits
+        counts: Counter[tuple[str, int]] = Counter()
+        for _, address in found:
+            payload = _payload(searcher.doc(address))
+            counts[(payload["document_id"], int(payload["generation"]))] += 1
+        return counts
+
+    def rebuild_from(self, chunks: Iterable[Sequence[Chunk]]) -> int:
+        """Replace the whole content with ``chunks`` (pages of them); returns how many."""
+        written = 0
+        with self._lock:
+            self._writer.delete_all_documents()
+        for page in chunks:
+            self.add(page)
+            written += len(page)
+        self.commit()
+        return written
+
+
+def _document(chunk: Chunk) -> tantivy.Document:
+    doc = tantivy.Document()
+    doc.add_text("chunk_id", chunk.id)
+    doc.add_text("document_id", chunk.document_id)
+    doc.add_text("doc_gen", f"{chunk.document_id}:{chunk.generation}")
+    doc.add_text("owner", _owner_term(chunk.owner or ""))
+    doc.add_text("terms", " ".join(analyze(chunk.text)))
+    payload = {
+        "document_id": chunk.document_id, "source": chunk.source, "page": chunk.page,
+        "section": chunk.section, "chunk_index": chunk.chunk_index,
+        "generation": chunk.generation, "text": chunk.text,
+    }
+    doc.add_bytes("payload", json.dumps(payload, ensure_ascii=False).encode())
+    return doc
+
+
+def _owner_term(owner: str) -> str:
+    """Owners as terms: the shared mark ("") cannot be an empty term."""
+    return f"u:{owner}" if owner else "shared"
+
+
+def _payload(doc: tantivy.Document) -> dict[str, Any]:
+    return dict(json.loads(bytes(doc.get_first("payload") or b"{}")))
+
+
+def _hit(doc: tantivy.Document, score: float) -> Hit:
+    p = _payload(doc)
+    return Hit(
+        document_id=p["document_id"], source=p["source"], chunk_index=int(p["chunk_index"]),
+        text=p["text"], score=float(score), page=p["page"], section=p["section"],
+        generation=int(p["generation"]),
+    )

@@ -1,0 +1,136 @@
+"""The lexical index follows the catalog exactly as the vectors do, through crashes and damage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from retrieval.embedders import Embedder
+from retrieval.types import Chunk
+from tests.conftest import MakeKb, write
+from tests.ingest.test_pipeline import OCEAN, PARIS, assert_consistent, src
+
+KB = Path(sys.executable).with_name("kb")
+
+
+def lexical_folder(kb_data: Path, name: str) -> Path:
+    """Where the active collection's lexical index lives."""
+    return kb_data / "lexical" / name
+
+
+def test_add_replace_remove_keep_both_indexes_in_step(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    a = write(tmp_path / "a.txt", PARIS)
+    kb.ingest([src(a), src(write(tmp_path / "o.txt", OCEAN))])
+    assert_consistent(kb)
+    write(a, "Completely new text about glaciers and ice sheets. " * 3)
+    assert kb.ingest([src(a)])[0].status == "updated"
+    assert_consistent(kb)
+    assert [h.source for h in kb.search("glaciers ice", 1, mode="lexical")] == ["a.txt"]
+    assert kb.search("Eiffel", 5, mode="lexical") == []  # the old generation is gone
+    kb.remove("o.txt")
+    assert_consistent(kb)
+    assert kb.search("whales", 5, mode="lexical") == []
+
+
+def test_missing_lexical_index_is_rebuilt_at_start(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "a.txt", PARIS)), src(write(tmp_path / "o.txt", OCEAN))])
+    name, data = kb.store.name, kb.data_dir
+    kb.close()
+    import shutil
+
+    shutil.rmtree(lexical_folder(data, name))
+    kb = make_kb()
+    assert_consistent(kb)
+    assert kb.search("Eiffel tower", 1, mode="lexical")[0].source == "a.txt"
+
+
+def test_corrupt_lexical_index_is_rebuilt_at_start(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "o.txt", OCEAN))])
+    name, data = kb.store.name, kb.data_dir
+    kb.close()
+    (lexical_folder(data, name) / "meta.json").write_text("garbage")
+    kb = make_kb()
+    assert_consistent(kb)
+    assert kb.search("blue whales", 1, mode="lexical")[0].source == "o.txt"
+
+
+def test_crash_between_the_two_writes_is_recovered(
+    make_kb: MakeKb, embedder: Embedder, tmp_path: Path
+) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "a.txt", PARIS))])
+    # Killed after the vectors were written but before the lexical commit, and the reverse.
+    kb.catalog.intend("v-only", 1)
+    stray = Chunk("v-only", "v.txt", 0, "stray vector text", 0, 17, generation=1)
+    kb.store.vectors.add([stray], embedder.embed_documents([stray.text]))
+    kb.catalog.intend("l-only", 1)
+    kb.store.lexical.add([Chunk("l-only", "l.txt", 0, "stray lexical text", 0, 18)])
+    kb.store.lexical.commit()
+    kb.close()
+    kb = make_kb()
+    assert_consistent(kb)
+    assert kb.search("stray text", 5, mode="lexical") == []
+
+
+def test_stale_lexical_index_without_an_intent_is_rebuilt(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "a.txt", PARIS))])
+    kb.store.lexical.add([Chunk("ghost", "g.txt", 0, "ghost words", 0, 11)])  # no intent
+    kb.store.lexical.commit()
+    kb.close()
+    kb = make_kb()
+    assert_consistent(kb)
+
+
+def test_reindex_builds_a_new_lexical_index_and_drops_the_old(
+    make_kb: MakeKb, tmp_path: Path
+) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "o.txt", OCEAN))])
+    old = kb.store.name
+    kb.reindex()
+    assert not lexical_folder(kb.data_dir, old).exists()
+    assert lexical_folder(kb.data_dir, kb.store.name).is_dir()
+    assert_consistent(kb)
+    assert kb.search("whales", 1, mode="lexical")[0].source == "o.txt"
+
+
+def test_kill_9_during_ingest_leaves_everything_consistent(
+    make_kb: MakeKb, tmp_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    for i in range(60):
+        write(folder / f"d{i}.txt", f"Document {i} about topic {i % 7}. " + OCEAN)
+    data = tmp_path / "data"
+    env = {**os.environ, "KB_DATA_DIR": str(data), "KB_EMBED_BATCH_SIZE": "4"}
+    process = subprocess.Popen([str(KB), "ingest", str(folder)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _indexed(data) < 5:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kb = make_kb(data)
+    assert_consistent(kb)
+    assert 0 < len(kb.catalog.documents("indexed")) < 60
+    kb.ingest([src(p) for p in sorted(folder.iterdir())])
+    assert_consistent(kb)
+    assert len(kb.catalog.documents("indexed")) == 60
+
+
+def _indexed(data: Path) -> int:
+    try:
+        with sqlite3.connect(data / "catalog.sqlite3", timeout=1) as db:
+            return int(db.execute(
+                "SELECT COUNT(*) FROM documents WHERE status = 'indexed'"
+            ).fetchone()[0])
+    except sqlite3.Error:
+        return 0
