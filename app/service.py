@@ -29,13 +29,15 @@ from retrieval.embedders import Embedder, make_embedder
 from retrieval.errors import ConfigurationError, DataDirBusy, DocumentNotFound, KbError
 from retrieval.fusion import Fusion
 from retrieval.hybrid import HybridBackend, HybridStore
+from retrieval.rerank import Reranker, make_reranker
+from retrieval.rerank import rerank as rerank_hits
 from retrieval.search import HYBRID, search
 from retrieval.store import SHARED, ChromaBackend
-from retrieval.types import Chunk, Hit
+from retrieval.types import Chunk, Results
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 2  # chunk metadata layout in Chroma; 2 added the owner
+STORE_VERSION = 3  # chunk layout in the stores; 2 added the owner, 3 the title in front
 
 
 class KnowledgeBase:
@@ -44,10 +46,12 @@ class KnowledgeBase:
     def __init__(
         self, *, data_dir: Path, embedder: Embedder, backend: ChromaBackend, limits: Limits,
         chunking: ChunkSettings, batch_size: int = 64, llm: ChatModel | None = None,
-        min_score: float = 0.0, fusion: Fusion | None = None,
+        min_score: float = 0.0, fusion: Fusion | None = None, reranker: Reranker | None = None,
+        rerank_top_n: int = 30,
     ) -> None:
         self.data_dir, self.embedder, self.backend = data_dir, embedder, backend
         self.llm, self.min_score, self.fusion = llm, min_score, fusion or Fusion()
+        self.reranker, self.rerank_top_n = reranker, rerank_top_n
         self.indexes = HybridBackend(backend, data_dir / "lexical")
         # A remote embedder takes several requests at once: give it enough per call.
         self.limits, self.batch_size = limits, batch_size * embedder.max_concurrency
@@ -63,8 +67,10 @@ class KnowledgeBase:
         self.recover()
 
     def close(self) -> None:
-        """Release the indexes, the catalog and the data-directory lock."""
+        """Release the indexes, clients, the catalog and the data-directory lock."""
         self.store.close()
+        if self.reranker is not None:
+            self.reranker.close()
         self.catalog.close()
         self._lock_file.close()
 
@@ -135,22 +141,30 @@ class KnowledgeBase:
             )
 
     def search(
-        self, query: str, k: int = 10, viewer: str | None = None, mode: str = HYBRID
-    ) -> list[Hit]:
+        self, query: str, k: int = 10, viewer: str | None = None, mode: str = HYBRID,
+        rerank: bool = True,
+    ) -> Results:
         """The ``k`` chunks most relevant to ``query`` that ``viewer`` may see, best first.
 
-        ``mode`` is ``dense``, ``lexical`` or ``hybrid`` (both, fused). Shared
+        ``mode`` is ``dense``, ``lexical`` or ``hybrid`` (both, fused); a
+        configured reranker then re-orders the best candidates. Shared
         documents (no owner) are visible to everyone, a private one only to its
         owner; ``viewer=None`` sees the shared documents alone.
         """
         self.check_embedding()
         # Filtering by owner costs a little; skip it while every document is shared.
         owners = [SHARED, *([viewer] if viewer else [])] if self.catalog.has_private() else None
-        return search(
-            self.store, query, self.embedder.embed_query, k,
+        use_reranker = self.reranker if rerank else None
+        depth = max(k, self.rerank_top_n) if use_reranker else k
+        hits = search(
+            self.store, query, self.embedder.embed_query, depth,
             lambda ids: self.catalog.current_generations(ids, viewer), owners=owners, mode=mode,
             fusion=self.fusion,
         )
+        if use_reranker is None:
+            return Results(hits)
+        ranked, warnings = rerank_hits(use_reranker, query, hits, self.rerank_top_n)
+        return Results(ranked[:k], warnings)
 
     def answer(
         self, question: str, k: int = 5, viewer: str | None = None, mode: str = HYBRID
@@ -288,8 +302,13 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
     )
     chunking = ChunkSettings(tokens=settings.chunk_tokens, overlap=settings.chunk_overlap)
     llm = make_chat_model(settings.llm_url, settings.llm_model, _secret(settings.llm_api_key))
+    reranker = make_reranker(
+        settings.rerank_url, settings.rerank_model, _secret(settings.rerank_api_key),
+        settings.rerank_timeout,
+    )
     return KnowledgeBase(
         data_dir=data_dir, embedder=embedder, backend=backend, limits=limits,
         chunking=chunking, batch_size=settings.embed_batch_size, llm=llm,
-        min_score=settings.min_score,
+        min_score=settings.min_score, fusion=Fusion(settings.dense_weight), reranker=reranker,
+        rerank_top_n=settings.rerank_top_n,
     )

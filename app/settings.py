@@ -30,6 +30,14 @@ class Settings(BaseSettings):
         default=0.25, ge=-1, le=1, description="hits below this similarity do not answer"
     )
     api_key: SecretStr | None = None
+    dense_weight: float = Field(
+        default=0.5, ge=0, le=1, description="hybrid search: weight of the dense leg"
+    )
+    rerank_url: str | None = None
+    rerank_model: str | None = None
+    rerank_api_key: SecretStr | None = None
+    rerank_top_n: int = Field(default=30, ge=1, le=200, description="candidates reranked")
+    rerank_timeout: float = Field(default=10.0, gt=0, description="seconds per rerank call")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -53,7 +61,7 @@ class Settings(BaseSettings):
     @field_validator(
         "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
         "llm_model", "embedding_dimensions", "api_key", "embedding_api_key", "tokenizer",
-        "llm_api_key", mode="before",
+        "llm_api_key", "rerank_url", "rerank_model", "rerank_api_key", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

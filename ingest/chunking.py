@@ -16,6 +16,7 @@ from retrieval.types import Chunk, Segment
 
 # Paragraphs, lines, sentences, clauses, words, then characters as a last resort.
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
+MAX_TITLE_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Chunker:
 
     def __init__(self, settings: ChunkSettings, count_tokens: Callable[[str], int]) -> None:
         self.settings = settings
+        self._count = count_tokens
+        self._shorter: dict[int, Chunker] = {}
         self._splitter = RecursiveCharacterTextSplitter(
             chunk_size=settings.tokens,
             chunk_overlap=settings.overlap,
@@ -61,10 +64,15 @@ class Chunker:
         self, segments: Iterable[Segment], *, document_id: str, source: str, generation: int,
         owner: str | None = None,
     ) -> Iterator[Chunk]:
-        """Chunks of a document, numbered in order, with page, section and offsets."""
+        """Chunks of a document, numbered in order, with page, section, offsets and title."""
         index = 0
+        title: str | None = None
+        splitter = self
         for segment in segments:
-            for start, text in self.split(segment.text):
+            if index == 0 and title is None:
+                title = document_title(segment.text)
+                splitter = self._leaving_room_for(title)
+            for start, text in splitter.split(segment.text):
                 begin = segment.offset + start
                 yield Chunk(
                     document_id=document_id,
@@ -77,5 +85,26 @@ class Chunker:
                     section=segment.section,
                     generation=generation,
                     owner=owner,
+                    title=title,
                 )
                 index += 1
+
+    def _leaving_room_for(self, title: str | None) -> Chunker:
+        """A chunker whose chunks still fit the model with ``title`` in front (see indexed_text)."""
+        if not title:
+            return self
+        room = self._count(title) + 1
+        tokens = max(16, self.settings.tokens - room)
+        if tokens not in self._shorter:
+            settings = ChunkSettings(tokens, min(self.settings.overlap, tokens // 4))
+            self._shorter[tokens] = Chunker(settings, self._count)
+        return self._shorter[tokens]
+
+
+def document_title(text: str) -> str | None:
+    """The first line of a document, when it is short enough to be its title."""
+    first, _, rest = text.strip().partition("\n")
+    title = first.strip().lstrip("#").strip()
+    if rest.strip() and 0 < len(title) <= MAX_TITLE_CHARS:
+        return title
+    return None

@@ -305,7 +305,7 @@ class Pipeline:
 
     def _flush(self, state: _State, report: Callable[[Outcome], None]) -> None:
         if state.batch:
-            vectors = self.embedder.embed_documents([c.text for c in state.batch])
+            vectors = self.embedder.embed_documents([c.indexed_text for c in state.batch])
             self.store.add(state.batch, vectors)
             state.batch.clear()
         for doc_id in state.ended:

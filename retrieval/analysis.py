@@ -76,3 +76,9 @@ def _bigrams(run: str) -> list[str]:
     if len(run) == 1:
         return [run]
     return [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def term_coverage(query: str, text: str) -> float:
+    """Share of the query's distinct terms that occur in ``text`` (0 when it has none)."""
+    wanted = set(analyze(query))
+    return len(wanted & set(analyze(text))) / len(wanted) if wanted else 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from retrieval.analysis import term_coverage
 from retrieval.chat import ChatModel, Messages
 from retrieval.types import Hit
 
@@ -92,6 +93,21 @@ def extractive(citations: Sequence[Citation], passages: int = 3) -> Iterator[str
         yield f"> {text} [{c.n}]\n\n"
 
 
+MIN_TERM_COVERAGE = 0.5  # a lexical hit must hold half the question's terms to answer it
+
+
+def grounded(question: str, hit: Hit, min_score: float) -> bool:
+    """Whether a hit may answer: similar enough (dense), or holding enough of the question's terms.
+
+    The lexical test matters where the embedding model is weak (MiniLM on
+    Chinese): the right passage can have a low cosine but share the words.
+    """
+    dense = hit.scores.get("dense", hit.score if not hit.scores else None)
+    if dense is not None and dense >= min_score:
+        return True
+    return term_coverage(question, hit.text) >= MIN_TERM_COVERAGE
+
+
 def answer_stream(
     question: str,
     hits: Sequence[Hit],
@@ -100,7 +116,7 @@ def answer_stream(
     min_score: float = 0.0,
 ) -> tuple[list[Citation], Iterator[str]]:
     """The citations that back the answer, and the answer's text as it is produced."""
-    relevant = [h for h in hits if h.score >= min_score]
+    relevant = [h for h in hits if grounded(question, h, min_score)]
     citations = citations_for(relevant)
     if not citations:
         return [], iter([NOT_FOUND])

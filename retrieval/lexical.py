@@ -145,7 +145,7 @@ def _document(chunk: Chunk) -> tantivy.Document:
     doc.add_text("document_id", chunk.document_id)
     doc.add_text("doc_gen", f"{chunk.document_id}:{chunk.generation}")
     doc.add_text("owner", _owner_term(chunk.owner or ""))
-    doc.add_text("terms", " ".join(analyze(chunk.text)))
+    doc.add_text("terms", " ".join(analyze(chunk.indexed_text)))
     payload = {
         "document_id": chunk.document_id, "source": chunk.source, "page": chunk.page,
         "section": chunk.section, "chunk_index": chunk.chunk_index,

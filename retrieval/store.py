@@ -180,6 +180,8 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
         meta["page"] = chunk.page
     if chunk.section:
         meta["section"] = chunk.section
+    if chunk.title:
+        meta["title"] = chunk.title
     return meta
 
 
@@ -195,6 +197,7 @@ def _chunk(text: str, meta: dict[str, Any]) -> Chunk:
         section=meta.get("section"),
         generation=int(meta["generation"]),
         owner=meta.get("owner") or None,
+        title=meta.get("title"),
     )
 
 

@@ -34,11 +34,23 @@ class Chunk:
     section: str | None = None
     generation: int = 1
     owner: str | None = None  # who may see it; None = shared with everyone
+    title: str | None = None  # the document's title, when it has one
 
     @property
     def id(self) -> str:
         """Store id: unique per document, generation and position."""
         return f"{self.document_id}:{self.generation}:{self.chunk_index}"
+
+    @property
+    def indexed_text(self) -> str:
+        """What is embedded and indexed: the text with its title and section in front.
+
+        A chunk from the middle of a document says little about what the
+        document is about; its title and heading do. Display and citations
+        use ``text`` alone.
+        """
+        context = [p for p in (self.title, self.section) if p and not self.text.startswith(p)]
+        return "\n".join([*dict.fromkeys(context), self.text])
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +71,11 @@ class Hit:
     generation: int = 1
     scores: dict[str, float] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
+
+
+class Results(list[Hit]):
+    """Hits, best first, with warnings about optional stages that were skipped."""
+
+    def __init__(self, hits: list[Hit] | None = None, warnings: list[str] | None = None) -> None:
+        super().__init__(hits or [])
+        self.warnings: list[str] = warnings or []

@@ -27,16 +27,19 @@ def env_of(service: str) -> dict[str, str]:
 
 
 def test_every_service_has_an_image_or_build_and_the_product_is_complete() -> None:
-    assert set(SERVICES) == {"vllm-embed", "vllm-chat", "chroma", "kb", "open-webui"}
+    assert set(SERVICES) == {
+        "vllm-embed", "vllm-chat", "vllm-rerank", "chroma", "kb", "open-webui",
+    }
     for name, service in SERVICES.items():
         assert service.get("image") or service.get("build"), name
     assert SERVICES["kb"]["build"] == "."
     assert SERVICES["vllm-chat"]["profiles"] == ["llm"]  # optional
+    assert SERVICES["vllm-rerank"]["profiles"] == ["rerank"]
 
 
 def test_health_checks_guard_every_dependency() -> None:
     assert "HEALTHCHECK" in DOCKERFILE  # kb's own check lives in its image
-    for name in ("vllm-embed", "vllm-chat", "chroma"):
+    for name in ("vllm-embed", "vllm-chat", "vllm-rerank", "chroma"):
         assert SERVICES[name]["healthcheck"]["test"], name
     for name, service in SERVICES.items():
         for dependency, rule in service.get("depends_on", {}).items():
@@ -61,9 +64,28 @@ def test_the_embedding_server_serves_the_model_kb_asks_for() -> None:
     args = dict(a.removeprefix("--").split("=", 1) for a in SERVICES["vllm-embed"]["command"])
     assert args["model"] == env_of("kb")["KB_EMBEDDING_MODEL"] == "Qwen/Qwen3-Embedding-4B"
     assert args["runner"] == "pooling" and int(args["max-model-len"]) >= 512
-    for name in ("vllm-embed", "vllm-chat"):
+    # kb may ask for shorter vectors: vLLM refuses "dimensions" unless the model is Matryoshka.
+    assert "KB_EMBEDDING_DIMENSIONS" in env_of("kb")
+    assert json.loads(args["hf-overrides"]) == {"is_matryoshka": True}
+    for name in ("vllm-embed", "vllm-chat", "vllm-rerank"):
         devices = SERVICES[name]["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["capabilities"] == ["gpu"]
+
+
+def test_the_reranker_is_served_as_design_says_qwen3_reranker_needs() -> None:
+    args = dict(a.removeprefix("--").split("=", 1) for a in SERVICES["vllm-rerank"]["command"])
+    assert args["model"] == "Qwen/Qwen3-Reranker-0.6B" and args["runner"] == "pooling"
+    assert json.loads(args["hf-overrides"]) == {
+        "architectures": ["Qwen3ForSequenceClassification"],
+        "classifier_from_token": ["no", "yes"],
+        "is_original_qwen3_reranker": True,
+    }
+    assert args["chat-template"].endswith("qwen3_reranker.jinja")
+    kb = env_of("kb")
+    assert kb["KB_RERANK_URL"] == "${KB_RERANK_URL:-}" and "KB_RERANK_MODEL" in kb
+    example = (ROOT / ".env.example").read_text()
+    assert "KB_RERANK_URL=http://vllm-rerank:8000/v1" in example
+    assert f"KB_RERANK_MODEL={args['model']}" in example
 
 
 def test_open_webui_is_wired_to_kb_exactly_as_kb_webui_does() -> None:

@@ -32,16 +32,18 @@ def vllm_python() -> str:
 
 
 class RecordingTransport(httpx.HTTPTransport):
-    """A real HTTP transport that notes the number of inputs in every embeddings request."""
+    """A real HTTP transport that notes the inputs of every embeddings request."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sizes: list[int] = []
+        self.inputs: list[list[str]] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Record, then send for real."""
         if request.url.path.endswith("/embeddings"):
-            self.sizes.append(len(json.loads(request.content)["input"]))
+            self.inputs.append(list(json.loads(request.content)["input"]))
+            self.sizes.append(len(self.inputs[-1]))
         return super().handle_request(request)
 
 
@@ -68,10 +70,15 @@ class VllmServer(ServerProcess):
         )
 
     @classmethod
-    def tiny_chat(cls, folder: Path) -> VllmServer:
-        """Make the tiny random-weight chat model in ``folder`` and serve it as ``tiny-chat``."""
-        script = Path(__file__).with_name("tiny_chat_model.py")
-        model = folder / "tiny-chat"
-        command = [vllm_python(), str(script), str(model), str(resolve_local_model(None))]
+    def tiny(cls, kind: str, folder: Path, name: str, *extra: str) -> VllmServer:
+        """Make a tiny random-weight model (``tiny_models.py KIND``) in ``folder`` and serve it."""
+        script = Path(__file__).with_name("tiny_models.py")
+        model = folder / name
+        command = [vllm_python(), str(script), kind, str(model), str(resolve_local_model(None))]
         subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        return cls(folder / "vllm-chat.log", model, "tiny-chat", ("--max-model-len", "2048"))
+        return cls(folder / f"vllm-{name}.log", model, name, extra)
+
+    @classmethod
+    def tiny_chat(cls, folder: Path) -> VllmServer:
+        """The tiny chat model, served as ``tiny-chat``."""
+        return cls.tiny("chat", folder, "tiny-chat", "--max-model-len", "2048")

@@ -39,6 +39,9 @@ class SearchResponse(BaseModel):
     """Results, best first."""
 
     results: list[SearchResult]
+    warnings: list[str] = Field(
+        default_factory=list, description="optional stages skipped (e.g. a reranker down)"
+    )
 
 
 @router.post("/search")
@@ -57,5 +60,6 @@ def search(body: SearchRequest, kb: KbDep, viewer: ViewerDep) -> SearchResponse:
                 scores=h.scores, ranks=h.ranks,
             )
             for h in hits
-        ]
+        ],
+        warnings=hits.warnings,
     )
