@@ -306,9 +306,11 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
         settings.rerank_url, settings.rerank_model, _secret(settings.rerank_api_key),
         settings.rerank_timeout,
     )
+    fusion = Fusion(settings.dense_weight, settings.uncovered_dense_weight,
+                    settings.covered_scripts(embedder.name))
     return KnowledgeBase(
         data_dir=data_dir, embedder=embedder, backend=backend, limits=limits,
         chunking=chunking, batch_size=settings.embed_batch_size, llm=llm,
-        min_score=settings.min_score, fusion=Fusion(settings.dense_weight), reranker=reranker,
+        min_score=settings.min_score, fusion=fusion, reranker=reranker,
         rerank_top_n=settings.rerank_top_n,
     )

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retrieval.embedders import DEFAULT_MODEL
+
 MB = 2**20
 
 
@@ -31,7 +33,16 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = None
     dense_weight: float = Field(
-        default=0.5, ge=0, le=1, description="hybrid search: weight of the dense leg"
+        default=0.4, ge=0, le=1, description="hybrid search: weight of the dense leg"
+    )
+    uncovered_dense_weight: float = Field(
+        default=0.1, ge=0, le=1,
+        description="the dense weight for queries in scripts the embedding model does not know",
+    )
+    embedding_scripts: str | None = Field(
+        default=None, pattern=r"^(all|(latin|cjk|other)(,(latin|cjk|other))*)$",
+        description="scripts the embedding model knows: all, or e.g. latin,cjk; unset: "
+        "latin for the packaged English-only model, all for any other",
     )
     rerank_url: str | None = None
     rerank_model: str | None = None
@@ -61,12 +72,18 @@ class Settings(BaseSettings):
     @field_validator(
         "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
         "llm_model", "embedding_dimensions", "api_key", "embedding_api_key", "tokenizer",
-        "llm_api_key", "rerank_url", "rerank_model", "rerank_api_key", mode="before",
+        "llm_api_key", "rerank_url", "rerank_model", "rerank_api_key", "embedding_scripts",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """An empty variable (``KB_X=``) means unset, as in docker-compose files."""
         return None if value == "" else value
+
+    def covered_scripts(self, model_name: str) -> frozenset[str] | None:
+        """What the embedding model knows (``None``: every script); see ``embedding_scripts``."""
+        scripts = self.embedding_scripts or ("latin" if model_name == DEFAULT_MODEL else "all")
+        return None if scripts == "all" else frozenset(scripts.split(","))
 
     @property
     def max_file_bytes(self) -> int:

@@ -53,11 +53,10 @@ def raw_whole_texts(model: Any, texts: list[str]) -> float:
 
 
 def stored_chunks(kb: Any, order: dict[str, int]) -> list[str]:
-    """The chunk texts the pipeline wrote, in the order it embedded them."""
-    got = kb.store._collection.get(include=["documents", "metadatas"])
-    rows = zip(got["documents"], got["metadatas"], strict=True)
-    ranked = sorted(rows, key=lambda r: (order[r[1]["source"]], r[1]["chunk_index"]))
-    return [text for text, _ in ranked]
+    """The texts the pipeline embedded (chunks with their titles), in the order it did."""
+    chunks = [c for page in kb.store.vectors.chunks() for c in page]
+    chunks.sort(key=lambda c: (order[c.source], c.chunk_index))
+    return [c.indexed_text for c in chunks]
 
 
 def embed_in_slices(embedder: Any, texts: list[str], batch: int) -> float:

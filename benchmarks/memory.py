@@ -78,6 +78,9 @@ class NullStore:
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Nothing to delete."""
 
+    def delete_many(self, generations: Sequence[Any]) -> None:
+        """Nothing to delete."""
+
     def query(self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None) -> list[Any]:
         """Nothing to find."""
         return []
@@ -89,6 +92,9 @@ class NullStore:
     def stored(self, document_id: str, generation: int) -> Iterator[Any]:
         """Nothing stored."""
         return iter(())
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -173,6 +179,7 @@ def open_fake_kb(data_dir: Path, store: str) -> Any:
         limits=Limits(max_file_bytes=8 * 2**30, max_chars=4 * 2**30), chunking=ChunkSettings(),
     )
     if store == "null":
+        kb.store.close()
         kb.store = NullStore()
     return kb
 

@@ -1,9 +1,11 @@
 """Search latency: ``POST /v1/search`` (k=10) on a real server against the raw path.
 
-Issue target: p50 and p99 of the API stay within 1.3x of the raw path (embed one
-query + one Chroma query). The data dir is locked by the server, so the passes
-run one after another: server, raw, server (restarted), raw; per-pass figures
-and the medians over passes are reported, to show the noise.
+Targets: p50 and p99 of the API stay within 1.3x of the raw path (embed one
+query + one Chroma query) for dense search, and within 1.5x for hybrid search
+(dense + lexical + fusion, the default; ``--mode``). The data dir is locked by
+the server, so the passes run one after another: server, raw, server
+(restarted), raw; per-pass figures and the medians over passes are reported,
+to show the noise.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import common
 import httpx
 import numpy as np
 
-TARGET_RATIO = 1.3
+TARGET_RATIO = {"dense": 1.3, "lexical": 1.3, "hybrid": 1.5}
 K = 10
 READY_TIMEOUT_S = 180
 
@@ -35,6 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests per pass")
     parser.add_argument("--corpus", default=str(common.DEFAULT_CORPUS), help="corpus.jsonl")
     parser.add_argument("--queries-file", default=str(common.DEFAULT_QUERIES))
+    parser.add_argument("--mode", choices=list(TARGET_RATIO), default="hybrid")
     parser.add_argument("--out", help="also write the JSON result to this file")
     return parser.parse_args()
 
@@ -93,7 +96,9 @@ def auth_headers(data_dir: Path) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
 
 
-def server_pass(data_dir: Path, queries: list[str], warmup: int, log: Path) -> list[float]:
+def server_pass(
+    data_dir: Path, queries: list[str], warmup: int, log: Path, mode: str
+) -> list[float]:
     """Milliseconds per sequential keep-alive ``POST /v1/search`` against a fresh server."""
     port = common.free_port()
     server = start_server(data_dir, port, log)
@@ -104,7 +109,7 @@ def server_pass(data_dir: Path, queries: list[str], warmup: int, log: Path) -> l
             latencies = []
             for i, query in enumerate(queries):
                 start = time.perf_counter()
-                response = client.post("/v1/search", json={"query": query, "k": K})
+                response = client.post("/v1/search", json={"query": query, "k": K, "mode": mode})
                 elapsed = time.perf_counter() - start
                 response.raise_for_status()
                 if i >= warmup:
@@ -120,7 +125,7 @@ def raw_pass(data_dir: Path, queries: list[str], warmup: int) -> tuple[list[floa
 
     kb = open_knowledge_base(common.bench_settings(data_dir))
     try:
-        collection = kb.store._collection
+        collection = kb.store.vectors._collection
         include = ["documents", "metadatas", "distances"]  # what the service asks for
         latencies = []
         for i, query in enumerate(queries):
@@ -151,12 +156,14 @@ def median_stats(passes: list[dict[str, float]]) -> dict[str, float]:
     return {"n": passes[0]["n"], **medians}
 
 
-def measure(data_dir: Path, queries: list[str], warmup: int, work: Path) -> dict[str, Any]:
+def measure(
+    data_dir: Path, queries: list[str], warmup: int, work: Path, mode: str
+) -> dict[str, Any]:
     """Server, raw, server, raw; per-pass statistics, medians and ratios."""
     log = work / "server.log"
     server, raw = [], []
     for _ in range(2):
-        server.append(stats(server_pass(data_dir, queries, warmup, log)))
+        server.append(stats(server_pass(data_dir, queries, warmup, log, mode)))
         latencies, counts = raw_pass(data_dir, queries, warmup)
         raw.append(stats(latencies))
     api, direct = median_stats(server), median_stats(raw)
@@ -165,7 +172,7 @@ def measure(data_dir: Path, queries: list[str], warmup: int, work: Path) -> dict
         "p50_ratio": round(api["p50_ms"] / direct["p50_ms"], 3),
         "p99_ratio": round(api["p99_ms"] / direct["p99_ms"], 3),
         "mean_ratio": round(api["mean_ms"] / direct["mean_ms"], 3),
-        "target_ratio": TARGET_RATIO,
+        "mode": mode, "target_ratio": TARGET_RATIO[mode],
         "server_passes": server, "raw_passes": raw,
     }
 
@@ -179,10 +186,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kb-bench-search-") as tmp:
         work = Path(tmp)
         data_dir = args.data_dir or ingest_corpus(args.corpus, args.docs, work)
-        result = measure(data_dir.resolve(), queries, args.warmup, work)
+        result = measure(data_dir.resolve(), queries, args.warmup, work, args.mode)
     result.update(data_dir=str(args.data_dir or "(temporary)"), k=K, queries=args.queries,
                   warmup=args.warmup)
-    result["meets_target"] = max(result["p50_ratio"], result["p99_ratio"]) <= TARGET_RATIO
+    result["meets_target"] = max(result["p50_ratio"], result["p99_ratio"]) <= result["target_ratio"]
     common.emit(result, args.out)
 
 

@@ -17,6 +17,7 @@ class CatalogCommitter:
 
     def __init__(self, catalog: Catalog, store: VectorStore) -> None:
         self.catalog, self.store = catalog, store
+        self._replaced: list[tuple[str, int]] = []
 
     def generation(self, document_id: str) -> int:
         """A fresh generation, so old chunks stay searchable until the swap."""
@@ -27,14 +28,21 @@ class CatalogCommitter:
         self.catalog.intend(doc.id, doc.generation)
 
     def commit(self, doc: Document) -> str:
-        """Swap the catalog row, then delete the replaced generation's vectors."""
+        """Swap the catalog row; the replaced generation stays an intent until ``settle``."""
         replaced = self.catalog.commit(doc)
         if replaced is None:
             return ADDED
         if replaced != doc.generation:
-            self.store.delete(doc.id, replaced)
-            self.catalog.done(doc.id, replaced)
+            self._replaced.append((doc.id, replaced))
         return UPDATED
+
+    def settle(self) -> None:
+        """Delete the replaced generations in one store call, then drop their intents."""
+        if self._replaced:
+            self.store.delete_many(self._replaced)
+            for document_id, generation in self._replaced:
+                self.catalog.done(document_id, generation)
+            self._replaced.clear()
 
     def abort(self, doc: Document) -> None:
         """Delete the new generation's vectors and the intent."""
@@ -61,6 +69,9 @@ class CollectingCommitter:
         """Remember the document's new chunk count and fingerprint."""
         self.docs.append(doc)
         return UPDATED
+
+    def settle(self) -> None:
+        """Nothing was replaced in the new collection."""
 
     def abort(self, doc: Document) -> None:
         """Nothing to undo per document (see ``begin``)."""

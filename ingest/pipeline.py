@@ -80,6 +80,9 @@ class Committer(Protocol):
     def commit(self, doc: Document) -> str:
         """All chunks written: make ``doc`` current; returns added/updated."""
 
+    def settle(self) -> None:
+        """After a run of commits: remove what they replaced."""
+
     def abort(self, doc: Document) -> None:
         """Remove whatever was written for ``doc``."""
 
@@ -308,9 +311,10 @@ class Pipeline:
             vectors = self.embedder.embed_documents([c.indexed_text for c in state.batch])
             self.store.add(state.batch, vectors)
             state.batch.clear()
-        for doc_id in state.ended:
-            doc = state.inflight.pop(doc_id)
-            status = self.committer.commit(doc)
+        finished = [state.inflight.pop(doc_id) for doc_id in state.ended]
+        statuses = [self.committer.commit(doc) for doc in finished]
+        self.committer.settle()
+        for doc, status in zip(finished, statuses, strict=True):
             self._record(state, Outcome(doc.source, status, doc.id, doc.chunks), report)
         state.ended.clear()
 

@@ -41,6 +41,11 @@ class HybridStore:
         self.vectors.delete(document_id, generation)
         self.lexical.delete(document_id, generation)
 
+    def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
+        """Remove several (document, generation) chunk sets; one lexical commit."""
+        self.vectors.delete_many(generations)
+        self.lexical.delete_many(generations)
+
     def query(
         self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
     ) -> list[Hit]:

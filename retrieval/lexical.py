@@ -85,6 +85,13 @@ class LexicalIndex:
                 self._writer.delete_documents_by_term("doc_gen", f"{document_id}:{generation}")
         self.commit()
 
+    def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
+        """Remove several (document, generation) chunk sets with one commit."""
+        with self._lock:
+            for document_id, generation in generations:
+                self._writer.delete_documents_by_term("doc_gen", f"{document_id}:{generation}")
+        self.commit()
+
     def commit(self) -> None:
         """Make every write so far durable and searchable."""
         with self._lock:

@@ -15,7 +15,7 @@ from typing import Literal, Protocol, get_args
 
 import numpy as np
 
-from retrieval.fusion import Fusion
+from retrieval.fusion import NORMALISE_DEPTH, Fusion
 from retrieval.types import Hit
 
 CurrentGenerations = Callable[[Iterable[str]], dict[str, int]]
@@ -39,7 +39,7 @@ class Searchable(Protocol):
     ) -> list[Hit]:
         """BM25 matches."""
 
-CANDIDATES = 50  # per leg, before fusion: enough for the other leg to promote a hit
+CANDIDATES = NORMALISE_DEPTH  # per leg, before fusion: enough for the other leg to promote a hit
 
 
 def search(
@@ -57,7 +57,7 @@ def search(
         legs[LEXICAL] = live_hits(lambda n: store.lexical_query(query, n, owners), depth, current)
     if mode != HYBRID:
         return [_explained(h, mode, rank) for rank, h in enumerate(legs[mode][:k], 1)]
-    return (fusion or Fusion()).fuse(legs[DENSE], legs[LEXICAL])[:k]
+    return (fusion or Fusion()).fuse(query, legs[DENSE], legs[LEXICAL])[:k]
 
 
 def live_hits(query: LegQuery, k: int, current: CurrentGenerations) -> list[Hit]:

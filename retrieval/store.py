@@ -29,6 +29,9 @@ class VectorStore(Protocol):
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Remove a document's chunks: one generation, or all of them."""
 
+    def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
+        """Remove several (document, generation) chunk sets."""
+
     def query(
         self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
     ) -> list[Hit]:
@@ -99,6 +102,11 @@ class ChromaStore:
         if generation is not None:
             where = {"$and": [where, {"generation": generation}]}
         self._collection.delete(where=where)
+
+    def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
+        """Delete each (document, generation)."""
+        for document_id, generation in generations:
+            self.delete(document_id, generation)
 
     @_resilient
     def query(
