@@ -295,9 +295,9 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{result['documents']} documents indexed in {result['index_seconds']} s, "
           f"{result['queries']} queries")
     metrics = list(next(iter(result["modes"].values())))
-    print(f"{'mode':<10}" + "".join(f"{m:>12}" for m in metrics))
+    print(f"{'mode':<14}" + "".join(f"{m:>12}" for m in metrics))
     for mode, scores in result["modes"].items():
-        print(f"{mode:<10}" + "".join(f"{scores[m]:>12.4f}" for m in metrics))
+        print(f"{mode:<14}" + "".join(f"{scores[m]:>12.4f}" for m in metrics))
     return 0
 
 

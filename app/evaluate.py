@@ -18,6 +18,7 @@ from retrieval.evaluation import Dataset, Ranking, evaluate, load_dataset
 from retrieval.search import HYBRID, MODES
 
 CHUNKS_PER_DOCUMENT_DEPTH = 4  # chunk hits fetched per document wanted (Recall@100)
+RERANKED = "hybrid+rerank"  # the row kb eval adds when a reranker is configured
 
 
 def run_eval(
@@ -35,15 +36,22 @@ def run_eval(
         ingested = index_corpus(kb, dataset)
         seconds = time.perf_counter() - started
         results = {mode: _score_mode(kb, dataset, mode) for mode in modes}
+        if kb.reranker is not None and HYBRID in modes:
+            results[RERANKED] = _score_mode(kb, dataset, HYBRID, rerank=True)
     finally:
         kb.close()
     return {"modes": results, "queries": len(dataset.queries), "documents": ingested,
             "index_seconds": round(seconds, 1)}
 
 
-def _score_mode(kb: KnowledgeBase, dataset: Dataset, mode: str) -> dict[str, float]:
-    with tqdm(total=len(dataset.queries), desc=mode, unit="q", file=sys.stderr) as bar:
-        scores = evaluate(dataset, lambda q: rank_documents(kb, q, 100, mode), bar.update)
+def _score_mode(
+    kb: KnowledgeBase, dataset: Dataset, mode: str, rerank: bool = False
+) -> dict[str, float]:
+    label = RERANKED if rerank else mode
+    with tqdm(total=len(dataset.queries), desc=label, unit="q", file=sys.stderr) as bar:
+        scores = evaluate(
+            dataset, lambda q: rank_documents(kb, q, 100, mode, rerank), bar.update
+        )
     return {name: value for name, value in scores.items() if name != "queries"}
 
 
@@ -64,11 +72,13 @@ def index_corpus(kb: KnowledgeBase, dataset: Dataset) -> int:
     return len(outcomes) - len(failed)
 
 
-def rank_documents(kb: KnowledgeBase, query: str, depth: int, mode: str = HYBRID) -> Ranking:
+def rank_documents(
+    kb: KnowledgeBase, query: str, depth: int, mode: str = HYBRID, rerank: bool = False
+) -> Ranking:
     """Corpus ids best first: each document scores as its best chunk."""
     ranking: list[str] = []
     seen: set[str] = set()
-    for hit in kb.search(query, depth * CHUNKS_PER_DOCUMENT_DEPTH, mode=mode):
+    for hit in kb.search(query, depth * CHUNKS_PER_DOCUMENT_DEPTH, mode=mode, rerank=rerank):
         doc_id = hit.source.removesuffix(".txt")
         if doc_id not in seen:
             seen.add(doc_id)

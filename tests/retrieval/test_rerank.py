@@ -97,3 +97,26 @@ def test_knowledge_base_search_with_the_reranker(
     kb.reranker = VllmReranker(f"http://127.0.0.1:{free_port()}/v1", "tiny-rerank", timeout=1)
     degraded = kb.search("whales animals", 3)
     assert degraded.warnings and degraded[0].source == "d0.txt"
+
+
+@pytest.mark.integration
+def test_eval_adds_a_reranked_row_when_a_reranker_is_configured(
+    reranker_server: VllmServer, tmp_path: Path
+) -> None:
+    import json
+
+    from app.evaluate import run_eval
+    from app.settings import Settings
+
+    root = tmp_path / "set"
+    write(root / "corpus.jsonl", "\n".join(
+        json.dumps({"_id": f"d{i}", "title": "", "text": t}) for i, t in enumerate(DOCS)
+    ))
+    write(root / "queries.jsonl", json.dumps({"_id": "q", "text": "largest animals"}))
+    write(root / "qrels" / "train.tsv", "q\td0\t1\n")
+    settings = Settings(data_dir=tmp_path / "data", rerank_url=reranker_server.url,
+                        rerank_model="tiny-rerank")
+    result = run_eval(settings, root)
+    assert list(result["modes"]) == ["dense", "lexical", "hybrid", "hybrid+rerank"]
+    assert result["modes"]["hybrid"]["ndcg@10"] == pytest.approx(1.0)
+    assert 0 < result["modes"]["hybrid+rerank"]["ndcg@10"] <= 1.0
