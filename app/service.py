@@ -222,6 +222,7 @@ class KnowledgeBase:
             "chunk_overlap": self.chunker.settings.overlap,
             "collection": self.store.name,
             "vectors": self.store.count(),
+            "lexical_chunks": self.store.lexical.count(),
             "pending_writes": len(self.catalog.pending()),
             **self.catalog.counts(),
         }

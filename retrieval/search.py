@@ -57,7 +57,8 @@ def search(
         legs[LEXICAL] = live_hits(lambda n: store.lexical_query(query, n, owners), depth, current)
     if mode != HYBRID:
         return [_explained(h, mode, rank) for rank, h in enumerate(legs[mode][:k], 1)]
-    return (fusion or Fusion()).fuse(query, legs[DENSE], legs[LEXICAL])[:k]
+    # Each leg dropped its own repeats; the two may have kept different copies.
+    return _distinct((fusion or Fusion()).fuse(query, legs[DENSE], legs[LEXICAL]))[:k]
 
 
 def live_hits(query: LegQuery, k: int, current: CurrentGenerations) -> list[Hit]:

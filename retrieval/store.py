@@ -266,6 +266,18 @@ class ChromaBackend:
         """Names of all collections."""
         return [c.name if hasattr(c, "name") else str(c) for c in self._client.list_collections()]
 
+    def close(self) -> None:
+        """Release the client and, for a server, its HTTP connections."""
+        # Chroma's client.close() stops its System but leaves the HTTP sessions of a
+        # server client (its own and its admin client's) open: unclosed sockets at exit.
+        admin = getattr(self._client, "_admin_client", None)
+        servers = [getattr(self._client, "_server", None), getattr(admin, "_server", None)]
+        self._client.close()
+        for server in servers:
+            session = getattr(server, "_session", None)
+            if session is not None:
+                session.close()
+
     def heartbeat(self) -> None:
         """Raise UpstreamUnavailable when Chroma does not answer."""
         try:

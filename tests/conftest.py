@@ -63,11 +63,14 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.integration)])
-def chroma_backend(request: pytest.FixtureRequest, tmp_path: Path) -> ChromaBackend:
+def chroma_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChromaBackend]:
     """The store backend under test: embedded Chroma, or the real Chroma server."""
     if request.param == "server":
-        return ChromaBackend(url=request.getfixturevalue("chroma_server"))
-    return ChromaBackend(path=tmp_path / "data" / "chroma")
+        backend = ChromaBackend(url=request.getfixturevalue("chroma_server"))
+    else:
+        backend = ChromaBackend(path=tmp_path / "data" / "chroma")
+    yield backend
+    backend.close()
 
 
 @pytest.fixture(scope="session")

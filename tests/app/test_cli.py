@@ -59,7 +59,8 @@ def test_search_json_status_rm(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert [r["source"] for r in results] == ["b.txt"]
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)["status"]
-    assert status["documents_indexed"] == 2 and status["vectors"] == status["chunks"] == 2
+    assert status["documents_indexed"] == 2
+    assert status["vectors"] == status["lexical_chunks"] == status["chunks"] == 2
     assert main(["rm", "b.txt", "nothing-here"]) == 1
     captured = capsys.readouterr()
     assert "removed b.txt" in captured.out and "no document" in captured.err

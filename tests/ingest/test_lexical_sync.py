@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from retrieval.embedders import Embedder
+from retrieval.store import ChromaBackend
 from retrieval.types import Chunk
 from tests.conftest import MakeKb, write
 from tests.ingest.test_pipeline import OCEAN, PARIS, assert_consistent, src
@@ -104,20 +105,23 @@ def test_reindex_builds_a_new_lexical_index_and_drops_the_old(
 
 
 def test_kill_9_during_ingest_leaves_everything_consistent(
-    make_kb: MakeKb, tmp_path: Path
+    make_kb: MakeKb, chroma_backend: ChromaBackend, tmp_path: Path
 ) -> None:
     folder = tmp_path / "docs"
     for i in range(60):
         write(folder / f"d{i}.txt", f"Document {i} about topic {i % 7}. " + OCEAN)
     data = tmp_path / "data"
     env = {**os.environ, "KB_DATA_DIR": str(data), "KB_EMBED_BATCH_SIZE": "4"}
+    if chroma_backend.where != "embedded":
+        env["KB_CHROMA_URL"] = chroma_backend.where
     process = subprocess.Popen([str(KB), "ingest", str(folder)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and _indexed(data) < 5:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert _indexed(data) >= 5, "kb ingest indexed nothing in 300 s"
     kb = make_kb(data)
     assert_consistent(kb)
     assert 0 < len(kb.catalog.documents("indexed")) < 60
@@ -134,3 +138,12 @@ def _indexed(data: Path) -> int:
             ).fetchone()[0])
     except sqlite3.Error:
         return 0
+
+
+def test_a_file_stored_twice_is_found_once_by_every_mode(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    a, b = write(tmp_path / "a" / "o.txt", OCEAN), write(tmp_path / "b" / "o.txt", OCEAN)
+    kb.ingest([src(a), src(b), src(write(tmp_path / "p.txt", PARIS))])
+    for mode in ("dense", "lexical", "hybrid"):
+        texts = [h.text for h in kb.search("blue whales largest animals", 5, mode=mode)]
+        assert len(texts) == len(set(texts)) and len(texts) >= 1, mode

@@ -99,10 +99,12 @@ def test_collections_are_created_listed_and_dropped(chroma_backend: ChromaBacken
 
 def test_a_chroma_server_that_goes_away_is_a_clear_error(tmp_path: Path) -> None:
     process, url = start_chroma(tmp_path / "server")
-    store = ChromaBackend(url=url).open("kb-gone")
+    backend = ChromaBackend(url=url)
+    store = backend.open("kb-gone")
     process.terminate()
     process.wait(timeout=30)
     with pytest.raises(UpstreamUnavailable, match=f"Chroma server unreachable at {url}"):
         store.count()
     with pytest.raises(UpstreamUnavailable, match="is it running"):
         ChromaBackend(url=url)
+    backend.close()
