@@ -47,11 +47,12 @@ class KnowledgeBase:
         self, *, data_dir: Path, embedder: Embedder, backend: ChromaBackend, limits: Limits,
         chunking: ChunkSettings, batch_size: int = 64, llm: ChatModel | None = None,
         min_score: float = 0.0, fusion: Fusion | None = None, reranker: Reranker | None = None,
-        rerank_top_n: int = 30,
+        rerank_top_n: int = 30, owns_backend: bool = False,
     ) -> None:
         self.data_dir, self.embedder, self.backend = data_dir, embedder, backend
         self.llm, self.min_score, self.fusion = llm, min_score, fusion or Fusion()
         self.reranker, self.rerank_top_n = reranker, rerank_top_n
+        self._owns_backend = owns_backend  # opened for this service: closed with it
         self.indexes = HybridBackend(backend, data_dir / "lexical")
         # A remote embedder takes several requests at once: give it enough per call.
         self.limits, self.batch_size = limits, batch_size * embedder.max_concurrency
@@ -71,6 +72,8 @@ class KnowledgeBase:
         self.store.close()
         if self.reranker is not None:
             self.reranker.close()
+        if self._owns_backend:
+            self.backend.close()
         self.catalog.close()
         self._lock_file.close()
 
@@ -156,11 +159,19 @@ class KnowledgeBase:
         owners = [SHARED, *([viewer] if viewer else [])] if self.catalog.has_private() else None
         use_reranker = self.reranker if rerank else None
         depth = max(k, self.rerank_top_n) if use_reranker else k
-        hits = search(
-            self.store, query, self.embedder.embed_query, depth,
-            lambda ids: self.catalog.current_generations(ids, viewer), owners=owners, mode=mode,
-            fusion=self.fusion,
-        )
+        for attempt in (1, 2):
+            store = self.store
+            try:
+                hits = search(
+                    store, query, self.embedder.embed_query, depth,
+                    lambda ids: self.catalog.current_generations(ids, viewer), owners=owners,
+                    mode=mode, fusion=self.fusion,
+                )
+                break
+            except Exception:
+                if attempt == 2 or self.store is store:
+                    raise
+                # A re-index switched collections and dropped this one mid-query: again.
         if use_reranker is None:
             return Results(hits)
         ranked, warnings = rerank_hits(use_reranker, query, hits, self.rerank_top_n)
@@ -313,5 +324,5 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
         data_dir=data_dir, embedder=embedder, backend=backend, limits=limits,
         chunking=chunking, batch_size=settings.embed_batch_size, llm=llm,
         min_score=settings.min_score, fusion=fusion, reranker=reranker,
-        rerank_top_n=settings.rerank_top_n,
+        rerank_top_n=settings.rerank_top_n, owns_backend=True,
     )
