@@ -2,7 +2,7 @@
 
 A convex combination of normalised scores, ``w·dense + (1-w)·lexical``: the
 cosine is min-max normalised between the best candidate and the one at rank
-``NORMALISE_DEPTH``, the BM25 score divided by the best one (BM25 has no
+``NORMALISE_DEPTH`` (30), the BM25 score divided by the best one (BM25 has no
 natural floor, and a weak best match should stay weak relative to the others).
 Normalising over a fixed depth, not over however many hits were asked for,
 keeps a hit's fused score the same for ``k=10`` and ``k=400``. Measured on the
@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from retrieval.types import Hit
 
 DENSE, LEXICAL = "dense", "lexical"
-NORMALISE_DEPTH = 100  # candidates per leg that set the normalisation
+NORMALISE_DEPTH = 30  # dense candidates that set the cosine's normalisation
 
 
 def script_of(char: str) -> str | None:
@@ -68,8 +68,10 @@ class Fusion:
         share = covered_share(query, self.covered_scripts)
         return self.uncovered_weight + (self.dense_weight - self.uncovered_weight) * share
 
-    def fuse(self, query: str, dense: list[Hit], lexical: list[Hit]) -> list[Hit]:
-        """One list, best first, each hit with both legs' scores and ranks."""
+    def fuse(
+        self, query: str, dense: list[Hit], lexical: list[Hit], limit: int | None = None
+    ) -> list[Hit]:
+        """One list, best first (the first ``limit``), each hit with both legs' scores and ranks."""
         w = self.weight(query)
         merged: dict[str, Hit] = {}
         scores: dict[str, dict[str, float]] = {}
@@ -84,7 +86,7 @@ class Fusion:
                 scores.setdefault(key, {})[leg] = hit.score
                 ranks.setdefault(key, {})[leg] = rank
                 fused[key] = fused.get(key, 0.0) + weight * value
-        order = sorted(fused, key=lambda key: -fused[key])
+        order = sorted(fused, key=lambda key: -fused[key])[:limit]
         return [
             replace(merged[key], score=fused[key], scores=scores[key], ranks=ranks[key])
             for key in order

@@ -39,7 +39,9 @@ class Searchable(Protocol):
     ) -> list[Hit]:
         """BM25 matches."""
 
-CANDIDATES = NORMALISE_DEPTH  # per leg, before fusion: enough for the other leg to promote a hit
+# Candidates per leg before fusion. Dense candidates cost a Chroma row each (a
+# query for 100 takes 2.5x one for 10 here); lexical ones are nearly free.
+CANDIDATES = {"dense": NORMALISE_DEPTH, "lexical": 100}
 
 
 def search(
@@ -48,35 +50,47 @@ def search(
     fusion: Fusion | None = None,
 ) -> list[Hit]:
     """The ``k`` best live chunks for ``query`` by ``mode``, best first."""
-    depth = k if mode != HYBRID else max(k, CANDIDATES)
+    depth = {leg: k if mode != HYBRID else max(k, n) for leg, n in CANDIDATES.items()}
     legs: dict[str, list[Hit]] = {}
     if mode in (DENSE, HYBRID):
         vector = embed(query)
-        legs[DENSE] = live_hits(lambda n: store.query(vector, n, owners), depth, current)
+        legs[DENSE] = live_hits(
+            lambda n: store.query(vector, n, owners), depth[DENSE], current, k
+        )
     if mode in (LEXICAL, HYBRID):
-        legs[LEXICAL] = live_hits(lambda n: store.lexical_query(query, n, owners), depth, current)
+        legs[LEXICAL] = live_hits(
+            lambda n: store.lexical_query(query, n, owners), depth[LEXICAL], current, k
+        )
     if mode != HYBRID:
         return [_explained(h, mode, rank) for rank, h in enumerate(legs[mode][:k], 1)]
     # Each leg dropped its own repeats; the two may have kept different copies.
-    return _distinct((fusion or Fusion()).fuse(query, legs[DENSE], legs[LEXICAL]))[:k]
+    fuse = (fusion or Fusion()).fuse
+    hits = _distinct(fuse(query, legs[DENSE], legs[LEXICAL], limit=2 * k))
+    if len(hits) < k:  # many copies among the best: fuse everything
+        hits = _distinct(fuse(query, legs[DENSE], legs[LEXICAL]))
+    return hits[:k]
 
 
-def live_hits(query: LegQuery, k: int, current: CurrentGenerations) -> list[Hit]:
-    """The ``k`` best hits of one leg whose document generation is current, best first.
+def live_hits(
+    query: LegQuery, k: int, current: CurrentGenerations, needed: int | None = None
+) -> list[Hit]:
+    """Up to ``k`` best hits of one leg whose document generation is current, best first.
 
     Chunks of a document being written, replaced or deleted may sit in an
     index for a moment; ``current`` (the catalog) decides what is live and
-    visible, and the query widens when too many hits are filtered out. A
-    chunk whose text repeats a better hit (the same file uploaded twice) is
-    dropped.
+    visible, and the query widens when fewer than ``needed`` (default ``k``)
+    are left. A chunk whose text repeats a better hit (the same file uploaded
+    twice) is dropped. Fusion asks for 100 candidates but needs only ``k``:
+    it must not pay for a wider query because a few were filtered out.
     """
+    needed = k if needed is None else needed
     wanted = k
     live: list[Hit] = []
     for _ in range(4):
         hits = query(wanted)
         generations = current(h.document_id for h in hits)
         live = _distinct([h for h in hits if generations.get(h.document_id) == h.generation])
-        if len(live) >= k or len(hits) < wanted:
+        if len(live) >= needed or len(hits) < wanted:
             break
         wanted *= 4
     return live[:k]
