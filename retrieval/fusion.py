@@ -4,10 +4,11 @@ A convex combination of normalised scores, ``w·dense + (1-w)·lexical``: the
 cosine is min-max normalised between the best candidate and the one at rank
 ``NORMALISE_DEPTH`` (30), the BM25 score divided by the best one (BM25 has no
 natural floor, and a weak best match should stay weak relative to the others).
-Normalising over a fixed depth, not over however many hits were asked for,
-keeps a hit's fused score the same for ``k=10`` and ``k=400``. Measured on the
-visible sets (see the README), this beat reciprocal-rank fusion (k=10, 60),
-z-scores, 3-sigma normalisation and weights set by each leg's score spread.
+Normalising over a fixed depth (clamped at 0 below it), not over however
+many hits were asked for, keeps a hit's fused score the same for ``k=10``
+and ``k=400``. Measured on the visible sets (see the README), this beat
+reciprocal-rank fusion (k=10, 60), z-scores, 3-sigma normalisation and
+weights set by each leg's score spread.
 
 The dense weight depends on the query's script. An embedding model only
 understands the writing systems it was trained on: all-MiniLM-L6-v2 is
@@ -94,13 +95,17 @@ class Fusion:
 
 
 def _min_max(values: list[float]) -> list[float]:
-    """1 for the best, 0 at rank ``NORMALISE_DEPTH`` (below 0 past it); values come best first."""
+    """1 for the best, 0 from rank ``NORMALISE_DEPTH`` on; values come best first.
+
+    Clamped at 0, so a chunk past that rank weighs as if this leg had not
+    found it, whether the caller asked for 10 hits or 400.
+    """
     if not values:
         return []
     high, low = values[0], values[: NORMALISE_DEPTH][-1]
     if high - low < 1e-9:
         return [1.0 for _ in values]
-    return [(v - low) / (high - low) for v in values]
+    return [max(0.0, (v - low) / (high - low)) for v in values]
 
 
 def _by_best(values: list[float]) -> list[float]:
