@@ -1,7 +1,9 @@
-"""Shared by the OpenAI-compatible clients (embeddings, chat): errors and model discovery."""
+"""Shared by the OpenAI-compatible clients (embeddings, chat, rerank): errors, retries, models."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -40,3 +42,29 @@ def served_model(
             f"(it serves {', '.join(models) or 'nothing'}); set {model_setting}"
         )
     return dict(models[model])
+
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class RetriesExhausted(Exception):
+    """Every attempt failed; the message is the last failure."""
+
+
+def post_retrying(
+    next_client: Callable[[], httpx.Client], path: str, body: dict[str, Any],
+    delays: Sequence[float],
+) -> httpx.Response:
+    """POST, retrying connection errors, 429 and 5xx after each delay (on the next client)."""
+    error = ""
+    for delay in (*delays, None):
+        try:
+            response = next_client().post(path, json=body)
+            if response.status_code not in RETRY_STATUS:
+                return response
+            error = f"HTTP {response.status_code}: {response.text[:200]}"
+        except httpx.TransportError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if delay is not None:
+            time.sleep(delay)
+    raise RetriesExhausted(error)

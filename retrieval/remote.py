@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,12 +25,11 @@ import numpy as np
 
 from retrieval.embedders import Embedder, fast_tokenizer, tokenizer_file
 from retrieval.errors import ConfigurationError, UpstreamUnavailable
-from retrieval.openai_http import check_status, served_model
+from retrieval.openai_http import RetriesExhausted, check_status, post_retrying, served_model
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
-RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class OpenAIEmbedder(Embedder):
@@ -128,22 +126,15 @@ class OpenAIEmbedder(Embedder):
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         """POST with retries over the replicas; raise UpstreamUnavailable when all fail."""
-        error: str = ""
-        for delay in (*self.retry_delays, None):
-            client = self._clients[next(self._next)]
-            try:
-                response = client.post(path, json=body)
-                if response.status_code not in RETRY_STATUS:
-                    return response
-                error = f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.TransportError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            if delay is not None:
-                time.sleep(delay)
-        raise UpstreamUnavailable(
-            f"embedding server unreachable at {', '.join(self.urls)} ({error}); "
-            "check that vLLM is running and KB_EMBEDDING_URL"
-        )
+        try:
+            return post_retrying(
+                lambda: self._clients[next(self._next)], path, body, self.retry_delays
+            )
+        except RetriesExhausted as exc:
+            raise UpstreamUnavailable(
+                f"embedding server unreachable at {', '.join(self.urls)} ({exc}); "
+                "check that vLLM is running and KB_EMBEDDING_URL"
+            ) from None
 
     def _remote_count(self, text: str) -> int:
         root = self.urls[0].removesuffix("/v1")

@@ -9,7 +9,6 @@ is down, slow or wrong; it keeps the fused order and says why in a warning.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -17,7 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from retrieval.errors import KbError, UpstreamUnavailable
-from retrieval.openai_http import check_status
+from retrieval.openai_http import RetriesExhausted, check_status, post_retrying
 from retrieval.types import Hit
 
 log = logging.getLogger(__name__)
@@ -73,18 +72,12 @@ class VllmReranker:
         return scores
 
     def _post(self, body: dict[str, Any]) -> httpx.Response:
-        error = ""
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                response = self._client.post("/rerank", json=body)
-                if response.status_code < 500:
-                    return response
-                error = f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.TransportError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            if delay is not None:
-                time.sleep(delay)
-        raise UpstreamUnavailable(f"rerank server unreachable at {self.url} ({error})")
+        try:
+            return post_retrying(lambda: self._client, "/rerank", body, RETRY_DELAYS)
+        except RetriesExhausted as exc:
+            raise UpstreamUnavailable(
+                f"rerank server unreachable at {self.url} ({exc})"
+            ) from None
 
 
 def rerank(
