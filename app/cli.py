@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the HTTP API")
     p.add_argument("--host", help="bind address (default KB_HOST)")
     p.add_argument("--port", type=int, help="port (default KB_PORT)")
+    p.add_argument(
+        "--insecure-no-auth", action="store_true",
+        help="listen beyond localhost without KB_API_KEY (anyone may read every document)",
+    )
     p.set_defaults(run=cmd_serve)
     p = sub.add_parser("ingest", help="ingest files and folders (recursively)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -116,9 +120,29 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.main import create_app
 
     host, port = args.host or settings.host, args.port or settings.port
+    if not settings.api_key and not _is_loopback(host):
+        if not (args.insecure_no_auth or settings.insecure_no_auth):
+            return _error(
+                f"refusing to listen on {host} without KB_API_KEY: anyone who can reach it "
+                "could read every user's documents. Set KB_API_KEY (Open WebUI sends it), "
+                "listen on 127.0.0.1, or pass --insecure-no-auth if the network is yours alone"
+            )
+        print(f"kb: warning: listening on {host} with no API key", file=sys.stderr)
     print(f"kb: serving on http://{host}:{port} (API docs at /docs)", file=sys.stderr)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def collect_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     max_pages: int = Field(default=5000, gt=0)
     max_chars: int = Field(default=300_000_000, gt=0)
 
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="let `kb serve` listen beyond localhost without KB_API_KEY (anyone who "
+        "reaches it may read every user's documents)",
+    )
     share_admin_uploads: bool = Field(
         default=False, description="Open WebUI admins' uploads are shared, not private"
     )

@@ -50,7 +50,8 @@ class Originals:
 
     def discard(self, content_hash: str) -> None:
         """Delete a stored original (callers check nothing else uses it)."""
-        self.path(content_hash).unlink(missing_ok=True)
+        if content_hash:  # a file refused before it was stored has none
+            self.path(content_hash).unlink(missing_ok=True)
 
     def sweep_incoming(self) -> None:
         """Remove partial copies left by an interrupted ingest."""

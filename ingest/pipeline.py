@@ -202,9 +202,9 @@ class Pipeline:
     def _events(self, source: Source, force: bool, seen: set[str]) -> Iterator[Event]:
         doc_id = source.document_id
         try:
-            content_hash, size, stored = self.originals.put(source.path, self.limits.max_file_bytes)
-            with stored.open("rb") as f:
+            with source.path.open("rb") as f:  # the type first: a refused file is not stored
                 kind = detect_type(source.name, f.read(HEAD_BYTES))
+            content_hash, size, stored = self.originals.put(source.path, self.limits.max_file_bytes)
         except InvalidDocument as exc:
             yield self._rejected(source, str(exc))
             return

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.conversation import reply, source_events
 from app.deps import KbDep, ViewerDep
@@ -22,12 +22,34 @@ MODEL_ID = "kb"
 TASK_HEADER = "x-kb-task"  # Open WebUI fills it from {{TASK}} for titles, tags, follow-ups
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content; a text part must carry text."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_has_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs a string in 'text'")
+        return self
+
+
+class ChatMessage(BaseModel):
+    """One chat message: content as a string or a list of parts."""
+
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
 class ChatRequest(BaseModel):
     """An OpenAI chat request; unknown fields (tools, options) are ignored."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = MODEL_ID
-    messages: list[dict[str, Any]]
+    messages: list[ChatMessage]
     stream: bool = False
 
 
@@ -46,7 +68,8 @@ def chat_completions(body: ChatRequest, request: Request, kb: KbDep, viewer: Vie
 
     Searches the shared documents plus the asking user's own (X-OpenWebUI-User-Id).
     """
-    citations, pieces = reply(kb, body.messages, request.headers.get(TASK_HEADER, ""), viewer)
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    citations, pieces = reply(kb, messages, request.headers.get(TASK_HEADER, ""), viewer)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return StreamingResponse(

@@ -161,3 +161,13 @@ def test_search_as_a_user_sees_their_private_upload(
     assert json.loads(capsys.readouterr().out)["results"][0]["source"] == "notes.txt"
     assert main(["status", "--all"]) == 0
     assert "[private to u-1]" in capsys.readouterr().out
+
+
+def test_serve_beyond_localhost_needs_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to listen on 0.0.0.0 without KB_API_KEY" in err and "--insecure-no-auth" in err
+    from app.cli import _is_loopback
+
+    assert all(_is_loopback(h) for h in ("127.0.0.1", "::1", "localhost"))
+    assert not any(_is_loopback(h) for h in ("0.0.0.0", "10.0.0.5", "kb.example"))

@@ -170,3 +170,13 @@ def test_admin_uploads_are_shared_when_configured(tmp_path: Path) -> None:
         assert c.put("/process", content=b"Private notes text.", headers=user).status_code == 200
         owners = {d["source"]: d["owner"] for d in c.get("/v1/documents").json()["documents"]}
     assert owners == {"a.txt": None, "b.txt": "u1"}
+
+
+def test_malformed_message_parts_are_a_422_not_a_crash(client: TestClient) -> None:
+    for part in ({"type": "text", "text": 123}, {"type": "text", "text": None}, {"text": "x"}):
+        body = {"messages": [{"role": "user", "content": [part]}]}
+        assert client.post("/v1/chat/completions", json=body).status_code == 422, part
+    fine = [{"type": "text", "text": "soup"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    reply = client.post("/v1/chat/completions",
+                        json={"messages": [{"role": "user", "content": fine}]})
+    assert reply.status_code == 200

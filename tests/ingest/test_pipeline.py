@@ -294,3 +294,18 @@ def test_model_change_is_refused_until_reindex(
     assert kb.search("largest animal whales", 1)[0].source == "o.txt"
     assert kb.status()["dimension"] == 128
     assert_consistent(kb)
+
+
+def test_a_file_refused_by_type_is_not_stored_and_removes_cleanly(
+    make_kb: MakeKb, tmp_path: Path
+) -> None:
+    from tests.filegen import png_bytes
+
+    kb = make_kb()
+    fake = tmp_path / "scan.pdf"
+    fake.write_bytes(png_bytes())
+    [outcome] = kb.ingest([src(fake)])
+    assert outcome.status == "failed" and "PNG" in (outcome.error or "")
+    assert not [p for p in kb.originals.root.rglob("*") if p.is_file()]
+    assert [d.source for d in kb.remove("scan.pdf")] == ["scan.pdf"]
+    assert kb.originals.root.is_dir() and kb.catalog.documents() == []
