@@ -80,8 +80,8 @@ def live_hits(
     index for a moment; ``current`` (the catalog) decides what is live and
     visible, and the query widens when fewer than ``needed`` (default ``k``)
     are left. A chunk whose text repeats a better hit (the same file uploaded
-    twice) is dropped. Fusion asks for 100 candidates but needs only ``k``:
-    it must not pay for a wider query because a few were filtered out.
+    twice) is dropped. Fusion asks for more candidates than the ``k`` it
+    needs: it must not pay for a wider query because a few were filtered out.
     """
     needed = k if needed is None else needed
     wanted = k
