@@ -21,6 +21,7 @@ from retrieval.errors import KbError
 from retrieval.search import MODES
 
 EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+OWN_LOGGERS = ("app", "ingest", "retrieval", "kb")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Our own warnings show; libraries' (pypdf's "EOF marker not found") would only
+    # break into the progress bar: a file's failure reason is reported in the summary.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    for ours in OWN_LOGGERS:
+        logging.getLogger(ours).setLevel(logging.WARNING)
     try:
         settings = Settings()
     except ValidationError as exc:

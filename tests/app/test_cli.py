@@ -171,3 +171,20 @@ def test_serve_beyond_localhost_needs_a_key(capsys: pytest.CaptureFixture[str]) 
 
     assert all(_is_loopback(h) for h in ("127.0.0.1", "::1", "localhost"))
     assert not any(_is_loopback(h) for h in ("0.0.0.0", "10.0.0.5", "kb.example"))
+
+
+def test_library_log_lines_stay_out_of_the_cli(tmp_path: Path, data_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    truncated = tmp_path / "cut.pdf"
+    make_pdf(truncated, ["Hello world, page one."])
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: data.rfind(b"%%EOF")])  # pypdf warns "EOF marker not found"
+    kb = Path(sys.executable).with_name("kb")  # a real process: pytest's log capture is not on
+    done = subprocess.run([str(kb), "ingest", str(truncated)], capture_output=True, text=True,
+                          env={**os.environ, "KB_DATA_DIR": str(data_dir)}, check=False)
+    assert done.returncode == 1
+    assert "pypdf" not in done.stderr and "EOF marker" not in done.stderr
+    assert "failed: cut.pdf: damaged PDF" in done.stdout
