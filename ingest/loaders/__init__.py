@@ -74,7 +74,7 @@ _CONTROL_BYTES = bytes(set(range(32)) - {8, 9, 10, 11, 12, 13, 27})
 
 def _looks_like_text(head: bytes) -> bool:
     """True when ``head`` decodes as text: a UTF-16/32 layout, or few control bytes."""
-    if text.bom_encoding(head) or text.sniff_utf16(head):
+    if text.bom_encoding(head) or text.sniff_utf16(head) or text.sniff_han_utf16(head):
         return True
     controls = sum(head.count(byte) for byte in _CONTROL_BYTES)
     return controls <= len(head) // 100

@@ -30,6 +30,7 @@ _BOMS = (
 _ATX_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
 _WESTERN_PUNCTUATION = frozenset("€‚„…†‡‰‹›‘’“”•–—™\xa0¡¢£¤¥§©«®°±²³´µ·»¿×÷")
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]{3,}")
+_HAN = re.compile("[\u4e00-\u9fff]")
 
 
 def bom_encoding(head: bytes) -> str | None:
@@ -41,7 +42,7 @@ def bom_encoding(head: bytes) -> str | None:
 
 
 def sniff_utf16(head: bytes) -> str | None:
-    """Recognise BOM-less UTF-16 of mostly ASCII text by where its NUL bytes fall."""
+    """Recognise BOM-less UTF-16: mostly ASCII by where its NUL bytes fall, CJK by decoding."""
     pairs = len(head) // 2
     if pairs < 4:
         return None
@@ -51,6 +52,27 @@ def sniff_utf16(head: bytes) -> str | None:
         return "utf-16-le"
     if nul_even >= pairs * 0.3 and nul_odd == 0:
         return "utf-16-be"
+    return None
+
+
+def sniff_han_utf16(head: bytes) -> str | None:
+    """BOM-less UTF-16 Chinese: no NUL bytes, but it decodes to mostly Han, all printable.
+
+    Only for bytes that are not UTF-8 (ASCII letter pairs read as UTF-16 are
+    Han too: "aa" is U+6161). UTF-8 or GB18030 Chinese read as UTF-16 gives
+    Hangul, private-use and unassigned code points instead.
+    """
+    head = head[: len(head) // 2 * 2]
+    if len(head) < 16 or _is_utf8(head, complete=False):
+        return None
+    for codec in ("utf-16-le", "utf-16-be"):
+        try:
+            decoded = head.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        printable = all(c.isprintable() or c in "\r\n\t" for c in decoded)
+        if printable and len(_HAN.findall(decoded)) >= len(decoded) * 0.5:
+            return codec
     return None
 
 
@@ -84,6 +106,9 @@ def detect_encoding(head: bytes, complete: bool = False) -> str:
         return named
     if _is_utf8(head, complete):
         return "utf-8"
+    named = sniff_han_utf16(head)
+    if named:
+        return named
     # charset-normalizer often takes Western text for cp1250 or mac_turkish; check cp1252 first.
     if _looks_western(head):
         return "cp1252"

@@ -35,6 +35,7 @@ def _zip_bytes() -> bytes:
         ("README.markdown", b"# Title\n", "txt"),
         ("utf16.txt", "hello, world\n".encode("utf-16"), "txt"),
         ("utf16-no-bom.txt", "hello, world\n".encode("utf-16-le"), "txt"),
+        ("zh-utf16.txt", ("知识库检索增强生成。" * 20).encode("utf-16-le"), "txt"),
         ("utf32.txt", "hello\n".encode("utf-32"), "txt"),
         ("chinese.txt", "中文文本".encode("gb18030"), "txt"),
         ("uploads/sub/report.pdf", b"%PDF-1.7\n", "pdf"),

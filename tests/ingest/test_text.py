@@ -35,6 +35,9 @@ def _text_of(path: Path) -> str:
         (FRENCH + "Prix : 5 € “net” – voilà.\n", "cp1252"),
         ("Größe, Übermaß und schöne Äpfel.\n" * 8, "cp1252"),
         (CHINESE, "gb18030"),
+        (CHINESE, "utf-8"),
+        (CHINESE, "utf-16-le"),  # no BOM and no NUL bytes: found by decoding
+        (CHINESE, "utf-16-be"),
         (JAPANESE, "shift_jis"),
         ("Съешь же ещё этих мягких французских булок.\n" * 8, "cp1251"),
     ],
