@@ -16,13 +16,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from app.gate import Gate
 from app.settings import MB, Settings
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker, ChunkSettings
 from ingest.commit import CatalogCommitter, CollectingCommitter
 from ingest.loaders import PARSER_VERSION, Limits
 from ingest.originals import Originals
-from ingest.pipeline import FAILED, Outcome, Pipeline, Source
+from ingest.pipeline import FAILED, Claims, Outcome, Parser, Pipeline, Source
+from ingest.workers import ParseBudget, ParserPool
 from retrieval.answer import Citation, answer_stream
 from retrieval.chat import ChatModel, make_chat_model
 from retrieval.embedders import Embedder, make_embedder
@@ -47,12 +49,12 @@ class KnowledgeBase:
         self, *, data_dir: Path, embedder: Embedder, backend: ChromaBackend, limits: Limits,
         chunking: ChunkSettings, batch_size: int = 64, llm: ChatModel | None = None,
         min_score: float = 0.0, fusion: Fusion | None = None, reranker: Reranker | None = None,
-        rerank_top_n: int = 30, owns_backend: bool = False,
+        rerank_top_n: int = 30, owns_clients: bool = False, parser: Parser | None = None,
     ) -> None:
         self.data_dir, self.embedder, self.backend = data_dir, embedder, backend
         self.llm, self.min_score, self.fusion = llm, min_score, fusion or Fusion()
         self.reranker, self.rerank_top_n = reranker, rerank_top_n
-        self._owns_backend = owns_backend  # opened for this service: closed with it
+        self._owns_clients = owns_clients  # backend and parser opened for it: closed with it
         self.indexes = HybridBackend(backend, data_dir / "lexical")
         # A remote embedder takes several requests at once: give it enough per call.
         self.limits, self.batch_size = limits, batch_size * embedder.max_concurrency
@@ -63,16 +65,28 @@ class KnowledgeBase:
         self.chunker = Chunker(fitted, embedder.count_tokens)
         self.embedding_id = f"{embedder.name}:{embedder.dimension}"
         self.fingerprint = _fingerprint(self.embedding_id, fitted)
-        self.write_lock = threading.RLock()  # one writer: ingest, remove and re-index
+        self._owns_parser = owns_clients or parser is None
+        self.parser = parser or ParserPool(os.cpu_count() or 1)
+        # Uploads and deletes run side by side (``Claims`` orders writes to one document);
+        # a re-index runs alone. Nothing waits on a file being parsed.
+        self.gate, self.claims = Gate(), Claims()
+        self.closing = threading.Event()  # set on shutdown: running work cancels itself
         self.store = self._active_store()
         self.recover()
 
+    def shutdown(self) -> None:
+        """Cancel running ingests (they roll back what is in flight); used before ``close``."""
+        self.closing.set()
+
     def close(self) -> None:
-        """Release the indexes, clients, the catalog and the data-directory lock."""
+        """Release the parsers, indexes, clients, the catalog and the data-directory lock."""
+        self.closing.set()
+        if self._owns_parser:
+            self.parser.close()
         self.store.close()
         if self.reranker is not None:
             self.reranker.close()
-        if self._owns_backend:
+        if self._owns_clients:
             self.backend.close()
         self.catalog.close()
         self._lock_file.close()
@@ -134,14 +148,30 @@ class KnowledgeBase:
     # -- operations ----------------------------------------------------------
 
     def ingest(
-        self, sources: Iterable[Source], on_outcome: Callable[[Outcome], None] | None = None
+        self, sources: Iterable[Source], on_outcome: Callable[[Outcome], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[Outcome]:
-        """Ingest files; identical content is skipped, changed content replaced."""
+        """Ingest files; identical content is skipped, changed content replaced.
+
+        Setting ``cancel`` (or shutting down) rolls back the files in flight and
+        raises ``Cancelled``; files already finished stay indexed.
+        """
         self.check_embedding()
-        with self.write_lock:
+        cancelled = self._cancelled(cancel)
+        with self.gate.shared(cancelled):
             return self._pipeline(self.store, CatalogCommitter(self.catalog, self.store)).run(
-                sources, on_outcome
+                sources, on_outcome, cancelled=cancelled
             )
+
+    def extract_text(self, path: Path, name: str, cancel: threading.Event | None = None) -> str:
+        """A file's whole extracted text (parsed in a worker, under the same limits)."""
+        segments = self.parser.parse(path, name, self.limits, self._cancelled(cancel))
+        return "\n\n".join(segment.text for segment in segments)
+
+    def _cancelled(self, cancel: threading.Event | None) -> Callable[[], bool]:
+        if cancel is None:
+            return self.closing.is_set
+        return lambda: self.closing.is_set() or cancel.is_set()
 
     def search(
         self, query: str, k: int = 10, viewer: str | None = None, mode: str = HYBRID,
@@ -190,26 +220,31 @@ class KnowledgeBase:
         docs = self.catalog.find(ref)
         if not docs:
             raise DocumentNotFound(f"no document with id or name {ref!r}; see `kb status`")
-        with self.write_lock:
+        holder = object()
+        with self.gate.shared():
             for doc in docs:
-                generation = self.catalog.remove(doc.id)
-                if generation is not None:
-                    self.store.delete(doc.id, generation)
-                    self.catalog.done(doc.id, generation)
-                if not self.catalog.find_hash(doc.content_hash):
-                    self.originals.discard(doc.content_hash)
+                self.claims.claim(doc.id, holder)
+                try:
+                    generation = self.catalog.remove(doc.id)
+                    if generation is not None:
+                        self.store.delete(doc.id, generation)
+                        self.catalog.done(doc.id, generation)
+                    if not self.catalog.find_hash(doc.content_hash):
+                        self.originals.discard(doc.content_hash)
+                finally:
+                    self.claims.release(doc.id, holder)
         return docs
 
     def reindex(self, on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
         """Re-embed every document into a new collection; switch only when all succeeded."""
-        with self.write_lock:
+        with self.gate.exclusive():
             name = _new_collection_name()
             self.catalog.set_meta("reindex_collection", name)
             store = self.indexes.open(name)
             committer = CollectingCommitter(self.catalog)
             try:
                 outcomes = self._pipeline(store, committer).run(
-                    self._reindex_sources(), on_outcome, force=True
+                    self._reindex_sources(), on_outcome, force=True, cancelled=self.closing.is_set
                 )
                 _raise_if_failed(outcomes)
             except BaseException:
@@ -242,7 +277,8 @@ class KnowledgeBase:
         return Pipeline(
             catalog=self.catalog, store=store, embedder=self.embedder, chunker=self.chunker,
             originals=self.originals, limits=self.limits, fingerprint=self.fingerprint,
-            committer=committer, batch_size=self.batch_size,
+            committer=committer, parser=self.parser, claims=self.claims,
+            batch_size=self.batch_size,
         )
 
     def _reindex_sources(self) -> list[Source]:
@@ -309,8 +345,14 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
     limits = Limits(
         max_file_bytes=settings.max_file_bytes,
         max_docx_uncompressed_bytes=int(settings.max_docx_uncompressed_mb * MB),
+        max_docx_elements=settings.max_docx_elements,
+        max_docx_depth=settings.max_docx_depth,
         max_pages=settings.max_pages,
         max_chars=settings.max_chars,
+    )
+    parser = ParserPool(
+        settings.parse_workers or os.cpu_count() or 1,
+        ParseBudget(settings.parse_cpu_seconds, settings.parse_memory_mb),
     )
     chunking = ChunkSettings(tokens=settings.chunk_tokens, overlap=settings.chunk_overlap)
     llm = make_chat_model(settings.llm_url, settings.llm_model, _secret(settings.llm_api_key))
@@ -324,5 +366,5 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
         data_dir=data_dir, embedder=embedder, backend=backend, limits=limits,
         chunking=chunking, batch_size=settings.embed_batch_size, llm=llm,
         min_score=settings.min_score, fusion=fusion, reranker=reranker,
-        rerank_top_n=settings.rerank_top_n, owns_backend=True,
+        rerank_top_n=settings.rerank_top_n, owns_clients=True, parser=parser,
     )

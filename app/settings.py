@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     )
     max_file_mb: float = Field(default=256, gt=0)
     max_docx_uncompressed_mb: float = Field(default=512, gt=0)
+    max_docx_elements: int = Field(
+        default=2_000_000, gt=0, description="XML elements in a DOCX (element-bomb guard)"
+    )
+    max_docx_depth: int = Field(default=100, gt=0, description="XML nesting depth in a DOCX")
+    parse_workers: int | None = Field(
+        default=None, gt=0, description="parser processes; unset: one per core"
+    )
+    parse_cpu_seconds: int = Field(
+        default=120, gt=0, description="CPU time one file may take to parse"
+    )
+    parse_memory_mb: int = Field(
+        default=2048, ge=256, description="memory a parser process may use"
+    )
     max_pages: int = Field(default=5000, gt=0)
     max_chars: int = Field(default=300_000_000, gt=0)
 

@@ -160,12 +160,15 @@ class Catalog:
         rows = self._query("SELECT id FROM documents WHERE content_hash = ?", [content_hash])
         return [r["id"] for r in rows]
 
-    def twin(self, content_hash: str, fingerprint: str, other_than: str) -> Document | None:
-        """Another indexed document with this content, embedded the same way."""
+    def twin(
+        self, content_hash: str, fingerprint: str, other_than: str, viewer: str | None
+    ) -> Document | None:
+        """Another indexed document with this content, embedded the same way, that
+        ``viewer`` may already see (reusing any other would tell them it exists)."""
         rows = self._query(
             "SELECT * FROM documents WHERE content_hash = ? AND fingerprint = ? AND status = ?"
-            " AND id != ? LIMIT 1",
-            [content_hash, fingerprint, INDEXED, other_than],
+            " AND id != ? AND (owner IS NULL OR owner = ?) LIMIT 1",
+            [content_hash, fingerprint, INDEXED, other_than, viewer],
         )
         return Document(**dict(rows[0])) if rows else None
 

@@ -1,11 +1,16 @@
 """The ingest pipeline: parse → chunk → embed → write, shared by the CLI and the API.
 
-A producer thread hashes, stores, parses and chunks files while the calling
-thread embeds chunks in batches that span documents and writes them. A
-document becomes visible only when all its chunks are written (see
-``ingest.catalog`` for the write protocol); a file that fails leaves nothing
-behind and the batch goes on. On any other error, or Ctrl-C, the documents
-in flight are rolled back before the error propagates.
+A producer thread hashes and stores each file, has it parsed in a worker
+process (``ingest.workers``, under CPU and memory limits) and chunks the text,
+while the calling thread embeds chunks in batches that span documents and
+writes them. A document becomes visible only when all its chunks are written
+(see ``ingest.catalog`` for the write protocol); a file that fails leaves
+nothing behind and the batch goes on. On any other error, cancellation or
+Ctrl-C, the documents in flight are rolled back before the error propagates.
+
+Several runs may go on at once (one per upload): ``Claims`` makes a second
+run that reaches a document another run is writing wait for it, so the
+generations of one document never interleave.
 """
 
 from __future__ import annotations
@@ -23,18 +28,67 @@ import numpy as np
 
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker
-from ingest.loaders import Limits, detect_type, load
+from ingest.loaders import Limits, detect_type
 from ingest.originals import Originals
+from ingest.workers import Cancel, Cancelled
 from retrieval.embedders import Embedder
 from retrieval.errors import InvalidDocument
 from retrieval.store import VectorStore
-from retrieval.types import Chunk
+from retrieval.types import Chunk, Segment
 
 log = logging.getLogger(__name__)
 
 ADDED, UPDATED, UNCHANGED, FAILED = "added", "updated", "unchanged", "failed"
 QUEUE_DEPTH = 512
 HEAD_BYTES = 8192
+POLL_SECONDS = 0.2
+
+
+def _never() -> bool:
+    return False
+
+
+class Parser(Protocol):
+    """Turns a stored file into segments (``ingest.workers.ParserPool``)."""
+
+    def parse(
+        self, path: Path, name: str, limits: Limits, cancelled: Cancel = _never
+    ) -> Iterator[Segment]:
+        """Stream the file's segments; raise InvalidDocument, or Cancelled."""
+
+    def close(self) -> None:
+        """Stop any helper processes."""
+
+
+class Claims:
+    """Document ids that some run is writing; another run waits for them to be released."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, object] = {}
+        self._changed = threading.Condition()
+
+    def claim(self, document_id: str, holder: object, cancelled: Cancel = _never) -> None:
+        """Take ``document_id`` for ``holder``, waiting while another holder has it."""
+        with self._changed:
+            while self._held.get(document_id, holder) is not holder:
+                if cancelled():
+                    raise Cancelled("cancelled while another upload wrote the same document")
+                self._changed.wait(POLL_SECONDS)
+            self._held[document_id] = holder
+
+    def release(self, document_id: str, holder: object) -> None:
+        """Let other runs write ``document_id`` (only if ``holder`` has it)."""
+        with self._changed:
+            if self._held.get(document_id) is holder:
+                del self._held[document_id]
+                self._changed.notify_all()
+
+    def release_all(self, holder: object) -> None:
+        """Release everything ``holder`` still has (a run that ended early)."""
+        with self._changed:
+            for document_id in [d for d, h in self._held.items() if h is holder]:
+                del self._held[document_id]
+            self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -144,29 +198,39 @@ class Pipeline:
         limits: Limits,
         fingerprint: str,
         committer: Committer,
+        parser: Parser,
+        claims: Claims | None = None,
         batch_size: int = 64,
     ) -> None:
         self.catalog, self.store, self.embedder = catalog, store, embedder
         self.chunker, self.originals, self.limits = chunker, originals, limits
         self.fingerprint, self.committer, self.batch_size = fingerprint, committer, batch_size
+        self.parser, self.claims = parser, claims or Claims()
 
     def run(
         self,
         sources: Iterable[Source],
         on_outcome: Callable[[Outcome], None] | None = None,
         force: bool = False,
+        cancelled: Cancel = _never,
     ) -> list[Outcome]:
-        """Ingest every source; one file's failure never stops the others."""
+        """Ingest every source; one file's failure never stops the others.
+
+        ``cancelled`` is polled: once it returns true the run rolls back what is
+        in flight and raises ``Cancelled``.
+        """
         events: queue.Queue[object] = queue.Queue(maxsize=QUEUE_DEPTH)
         stop = threading.Event()
         producer = threading.Thread(
-            target=self._produce, args=(sources, events, stop, force), daemon=True
+            target=self._produce,
+            args=(sources, events, stop, force, lambda: stop.is_set() or cancelled()),
+            daemon=True,
         )
         producer.start()
         state = _State()
         report = on_outcome or (lambda _: None)
         try:
-            while (event := events.get()) is not _EOF:
+            while (event := self._next(events, state, report, cancelled)) is not _EOF:
                 self._consume(event, state, report)  # type: ignore[arg-type]
             self._flush(state, report)
         except BaseException:
@@ -176,13 +240,28 @@ class Pipeline:
         finally:
             stop.set()
             producer.join(timeout=10)
+            self.claims.release_all(self)
         return state.outcomes
+
+    def _next(
+        self, events: queue.Queue[object], state: _State, report: Callable[[Outcome], None],
+        cancelled: Cancel,
+    ) -> object:
+        """The next event; while none comes, finish ended documents (another run may wait)."""
+        while True:
+            if cancelled():
+                raise Cancelled("ingest cancelled: the documents in flight were rolled back")
+            try:
+                return events.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if state.ended:
+                    self._flush(state, report)
 
     # -- producer thread ----------------------------------------------------
 
     def _produce(
         self, sources: Iterable[Source], out: queue.Queue[object], stop: threading.Event,
-        force: bool,
+        force: bool, cancelled: Cancel,
     ) -> None:
         seen: set[str] = set()
         try:
@@ -190,16 +269,20 @@ class Pipeline:
                 if source.key in seen:
                     continue
                 seen.add(source.key)
-                for event in self._events(source, force, seen):
+                for event in self._events(source, force, seen, cancelled):
                     if not _put(out, event, stop):
                         return
+        except Cancelled:
+            return  # the consumer sees the cancellation itself
         except Exception as exc:  # a bug or an unreadable source list: end the run honestly
             log.exception("ingest producer failed")
             _put(out, _Fail("", f"internal error: {exc}"), stop)
         finally:
             _put(out, _EOF, stop)
 
-    def _events(self, source: Source, force: bool, seen: set[str]) -> Iterator[Event]:
+    def _events(
+        self, source: Source, force: bool, seen: set[str], cancelled: Cancel
+    ) -> Iterator[Event]:
         doc_id = source.document_id
         try:
             with source.path.open("rb") as f:  # the type first: a refused file is not stored
@@ -211,12 +294,14 @@ class Pipeline:
         except OSError as exc:
             yield self._rejected(source, f"cannot read file: {exc.strerror or exc}")
             return
+        self.claims.claim(doc_id, self, cancelled)
         existing = self.catalog.get(doc_id)
         if (
             not force and existing is not None and existing.status == INDEXED
             and existing.content_hash == content_hash and existing.fingerprint == self.fingerprint
             and existing.owner == source.owner
         ):
+            self.claims.release(doc_id, self)
             yield Outcome(source.name, UNCHANGED, doc_id, existing.chunks)
             return
         doc = Document(
@@ -225,43 +310,45 @@ class Pipeline:
             fingerprint=self.fingerprint, owner=source.owner,
         )
         yield _Start(doc)
-        twin = None if force else self.catalog.twin(content_hash, self.fingerprint, doc_id)
-        # A twin this run has touched may be swapping generations under us: parse instead.
-        if twin is not None and twin.key not in seen:
-            yield from self._copy(doc, twin)
+        copied = None if force else self._copy(doc, seen)
+        if copied is not None:
+            yield from copied
+            yield _End(doc.id)
         else:
-            yield from self._parse(doc, stored)
+            yield from self._parse(doc, stored, cancelled)
 
-    def _copy(self, doc: Document, twin: Document) -> Iterator[Event]:
-        """The same content is indexed already (another key): reuse its vectors, embed nothing."""
-        copied = 0
+    def _copy(self, doc: Document, seen: set[str]) -> list[_Copied] | None:
+        """Vectors of the same content already indexed under another key that the
+        uploader may see, so nothing is embedded; ``None`` when there are none."""
+        twin = self.catalog.twin(doc.content_hash, self.fingerprint, doc.id, doc.owner)
+        # A twin this run has touched may be swapping generations under us: parse instead.
+        if twin is None or twin.key in seen:
+            return None
+        copies = []
         for chunks, vectors in self.store.stored(twin.id, twin.generation):
             mine = [
                 replace(c, document_id=doc.id, source=doc.source, generation=doc.generation,
                         owner=doc.owner)
                 for c in chunks
             ]
-            yield _Copied(mine, vectors)
-            copied += len(chunks)
-        if copied != twin.chunks:
-            yield _Fail(doc.id, f"the index holds {copied} of the {twin.chunks} chunks of an "
-                                f"identical file ({twin.source}); run `kb reindex` to repair it")
-            return
-        yield _End(doc.id)
+            copies.append(_Copied(mine, vectors))
+        # Another run may have replaced or removed the twin meanwhile: then parse.
+        return copies if sum(len(c.chunks) for c in copies) == twin.chunks else None
 
-    def _parse(self, doc: Document, stored: Path) -> Iterator[Event]:
+    def _parse(self, doc: Document, stored: Path, cancelled: Cancel) -> Iterator[Event]:
         try:
-            with stored.open("rb") as f:
-                segments = load(f, doc.source, self.limits)
-                yield from self.chunker.chunks(
-                    segments, document_id=doc.id, source=doc.source, generation=doc.generation,
-                    owner=doc.owner,
-                )
+            segments = self.parser.parse(stored, doc.source, self.limits, cancelled)
+            yield from self.chunker.chunks(
+                segments, document_id=doc.id, source=doc.source, generation=doc.generation,
+                owner=doc.owner,
+            )
         except InvalidDocument as exc:
             yield _Fail(doc.id, str(exc))
             return
-        except Exception as exc:  # a parser bug must fail this file, not the batch
-            log.exception("unexpected error parsing %s", doc.source)
+        except Cancelled:
+            raise
+        except Exception as exc:  # a chunker bug must fail this file, not the batch
+            log.exception("unexpected error reading %s", doc.source)
             yield _Fail(doc.id, f"could not read this {doc.type.upper()} file: {exc}")
             return
         yield _End(doc.id)
@@ -314,6 +401,8 @@ class Pipeline:
         finished = [state.inflight.pop(doc_id) for doc_id in state.ended]
         statuses = [self.committer.commit(doc) for doc in finished]
         self.committer.settle()
+        for doc in finished:
+            self.claims.release(doc.id, self)
         for doc, status in zip(finished, statuses, strict=True):
             self._record(state, Outcome(doc.source, status, doc.id, doc.chunks), report)
         state.ended.clear()
@@ -327,6 +416,7 @@ class Pipeline:
         doc.error = event.error
         self._record(state, Outcome(doc.source, FAILED, doc.id, error=event.error), report)
         self.catalog.record_failure(doc)  # never overwrites an indexed version
+        self.claims.release(doc.id, self)
 
     def _record(self, state: _State, outcome: Outcome, report: Callable[[Outcome], None]) -> None:
         state.outcomes.append(outcome)

@@ -10,6 +10,7 @@ chunks that are not durable in both), ``delete`` removes from both.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,22 +30,26 @@ class HybridStore:
     def __init__(self, vectors: ChromaStore, lexical: LexicalIndex) -> None:
         self.vectors, self.lexical = vectors, lexical
         self.name = vectors.name
+        self._writing = threading.Lock()  # concurrent uploads write one at a time
 
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Write chunks to both indexes; durable in both when this returns."""
-        self.vectors.add(chunks, vectors)
-        self.lexical.add(chunks)
-        self.lexical.commit()
+        with self._writing:
+            self.vectors.add(chunks, vectors)
+            self.lexical.add(chunks)
+            self.lexical.commit()
 
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Remove a document's chunks (one generation, or all) from both indexes."""
-        self.vectors.delete(document_id, generation)
-        self.lexical.delete(document_id, generation)
+        with self._writing:
+            self.vectors.delete(document_id, generation)
+            self.lexical.delete(document_id, generation)
 
     def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
         """Remove several (document, generation) chunk sets; one lexical commit."""
-        self.vectors.delete_many(generations)
-        self.lexical.delete_many(generations)
+        with self._writing:
+            self.vectors.delete_many(generations)
+            self.lexical.delete_many(generations)
 
     def query(
         self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None

@@ -20,6 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from app.service import KnowledgeBase  # noqa: E402
 from ingest.chunking import ChunkSettings  # noqa: E402
 from ingest.loaders import Limits  # noqa: E402
+from ingest.workers import ParseBudget, ParserPool  # noqa: E402
 from retrieval.embedders import Embedder, LocalEmbedder  # noqa: E402
 from retrieval.store import ChromaBackend  # noqa: E402
 
@@ -89,9 +90,18 @@ def embedder() -> LocalEmbedder:
     return LocalEmbedder()
 
 
+@pytest.fixture(scope="session")
+def parser_pool() -> Iterator[ParserPool]:
+    """Real parser processes shared by the tests (each costs a Python start)."""
+    pool = ParserPool(2, ParseBudget(cpu_seconds=60, memory_mb=2048))
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
 def make_kb(
-    tmp_path: Path, embedder: LocalEmbedder, chroma_backend: ChromaBackend
+    tmp_path: Path, embedder: LocalEmbedder, chroma_backend: ChromaBackend,
+    parser_pool: ParserPool,
 ) -> Iterator[MakeKb]:
     """Open knowledge bases on real embedded Chroma under ``tmp_path``; closed afterwards."""
     opened: list[KnowledgeBase] = []
@@ -99,12 +109,13 @@ def make_kb(
     def make(
         data_dir: Path | None = None, *, use: Embedder | None = None, limits: Limits | None = None,
         chunking: ChunkSettings | None = None, batch_size: int = 16,
+        parser: ParserPool | None = None,
     ) -> KnowledgeBase:
         root = data_dir or tmp_path / "data"
         kb = KnowledgeBase(
             data_dir=root, embedder=use or embedder, backend=chroma_backend,
             limits=limits or Limits(), chunking=chunking or ChunkSettings(),
-            batch_size=batch_size,
+            batch_size=batch_size, parser=parser or parser_pool,
         )
         opened.append(kb)
         return kb

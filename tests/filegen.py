@@ -127,3 +127,61 @@ def make_encrypted_docx(path: Path) -> Path:
     """Write what Word saves for a password-protected DOCX: an OLE2 compound file."""
     path.write_bytes(OLE2_MAGIC + b"\x00" * 504 + b"\xff" * 3584)
     return path
+
+
+def _with_document_xml(path: Path, body: Iterable[bytes]) -> Path:
+    """Rewrite a real DOCX at ``path`` so that its body is the streamed XML ``body``."""
+    make_docx(path, [("p", "placeholder")])
+    with zipfile.ZipFile(path) as source:
+        parts = {info.filename: source.read(info) for info in source.infolist()}
+    head = parts["word/document.xml"].split(b"<w:body>")[0]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            if name != "word/document.xml":
+                archive.writestr(name, data)
+        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+            member.write(head + b"<w:body>")
+            for piece in body:
+                member.write(piece)
+            member.write(b"</w:body></w:document>")
+    return path
+
+
+def make_docx_element_bomb(path: Path, paragraphs: int) -> Path:
+    """A DOCX of ``paragraphs`` empty paragraphs: tens of KB that python-docx turns into GB."""
+    block = b"<w:p/>" * 100_000
+    return _with_document_xml(path, (block for _ in range(paragraphs // 100_000)))
+
+
+def make_deep_docx(path: Path, depth: int) -> Path:
+    """A DOCX whose table nests ``depth`` tables deep."""
+    opening = b"<w:tbl><w:tr><w:tc>" * depth
+    closing = b"<w:p/></w:tc></w:tr></w:tbl>" * depth
+    return _with_document_xml(path, [opening, b"<w:p><w:r><w:t>deep</w:t></w:r></w:p>", closing])
+
+
+def make_slow_pdf(path: Path, pages: int, operations: int = 1_000_000) -> Path:
+    """A small PDF whose pages all draw one shared content stream of ``operations`` empty
+    text shows: each page costs pypdf seconds of CPU, the file stays under a megabyte."""
+    stream = zlib.compress(b"BT /F1 12 Tf " + b"() Tj " * operations + b"ET", 9)
+    kids = " ".join(f"{4 + i} 0 R" for i in range(pages))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Count {pages} /Kids [{kids}] >>".encode(),
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream
+        + b"\nendstream",
+        *(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R"
+          b" /Resources << /Font << /F1 << /Type /Font /Subtype /Type1"
+          b" /BaseFont /Helvetica >> >> >> >>" for _ in range(pages)),
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path

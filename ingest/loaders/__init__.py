@@ -32,6 +32,8 @@ class Limits:
 
     max_file_bytes: int = 256 * 2**20
     max_docx_uncompressed_bytes: int = 512 * 2**20  # zip-bomb guard
+    max_docx_elements: int = 2_000_000  # element-bomb guard: python-docx's tree size
+    max_docx_depth: int = 100
     max_pages: int = 5000
     max_chars: int = 300_000_000  # extracted characters per document
 

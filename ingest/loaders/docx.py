@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import xml.parsers.expat
 import zipfile
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -26,6 +27,8 @@ _BODY_BLOCKS = "./w:p | ./w:tbl | ./w:sdt/w:sdtContent/w:p | ./w:sdt/w:sdtConten
 _TABLE = qn("w:tbl")
 _HEADING_STYLE = re.compile(r"^(Title|Heading \d)$")
 _MAIN_PART = re.compile(r"^word/document\d*\.xml$")
+_PARSED_PART = re.compile(r"^word/[^/]+\.xml$")  # the parts python-docx builds trees of
+_SCAN_BYTES = 1 << 16
 _MB = 2**20
 
 
@@ -41,6 +44,8 @@ def check_package(stream: BinaryIO, limits: Limits) -> None:
     try:
         with zipfile.ZipFile(stream) as archive:
             members = archive.infolist()
+            _check_expanded(members, limits)
+            _check_elements(archive, members, limits)
     except zipfile.BadZipFile as exc:
         raise ExtractionFailed(
             f"damaged DOCX: it is not a readable ZIP archive ({exc}); "
@@ -48,6 +53,9 @@ def check_package(stream: BinaryIO, limits: Limits) -> None:
         ) from exc
     finally:
         stream.seek(0)
+
+
+def _check_expanded(members: list[zipfile.ZipInfo], limits: Limits) -> None:
     if not any(_MAIN_PART.match(member.filename) for member in members):
         raise UnsupportedFileType(
             "unsupported type: .docx file is a ZIP archive but not a Word document"
@@ -60,6 +68,51 @@ def check_package(stream: BinaryIO, limits: Limits) -> None:
             f"DOCX expands to {expanded // _MB} MB, over the limit of "
             f"{limits.max_docx_uncompressed_bytes // _MB} MB (zip bomb?)"
         )
+
+
+def _check_elements(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo],
+                    limits: Limits) -> None:
+    """Count the XML elements python-docx would build (a tree costs ~0.5 KB an element).
+
+    A few kilobytes of compressed ``<w:p/>`` are millions of elements; counting
+    them with a streaming parser costs a fraction of building them.
+    """
+    count = depth = 0
+
+    def start(_name: str, _attrs: object) -> None:
+        nonlocal count, depth
+        count += 1
+        depth += 1
+        if count > limits.max_docx_elements:
+            raise LimitExceeded(
+                f"DOCX has more than {limits.max_docx_elements:,} XML elements, over the "
+                "limit (an element bomb?); split the document, or raise KB_MAX_DOCX_ELEMENTS"
+            )
+        if depth > limits.max_docx_depth:
+            raise LimitExceeded(
+                f"DOCX nests XML elements more than {limits.max_docx_depth} deep, over the "
+                "limit; save it again from Word, or simplify its nested tables"
+            )
+
+    def end(_name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    for member in members:
+        if not _PARSED_PART.match(member.filename):
+            continue
+        parser = xml.parsers.expat.ParserCreate()
+        parser.StartElementHandler, parser.EndElementHandler = start, end
+        try:
+            with archive.open(member) as part:
+                while data := part.read(_SCAN_BYTES):
+                    parser.Parse(data, False)
+                parser.Parse(b"", True)
+        except xml.parsers.expat.ExpatError as exc:
+            raise ExtractionFailed(
+                f"damaged or unreadable DOCX: {member.filename} is not well-formed XML ({exc}); "
+                "open it in Word and save it again"
+            ) from exc
 
 
 def _table_text(table: Any) -> str:

@@ -202,14 +202,30 @@ def test_identical_content_under_a_new_key_reuses_the_vectors(
     [first] = kb.ingest([Source("owui:1", "tides.txt", path, owner="alice")])
     assert first.chunks > 4
     calls = counting.left
-    [copy] = kb.ingest([Source("owui:2", "tides-copy.txt", path, owner="bob")])
+    [copy] = kb.ingest([Source("owui:2", "tides-copy.txt", path, owner="alice")])
     assert counting.left == calls  # nothing embedded again
     assert (copy.status, copy.chunks) == ("added", first.chunks)
     assert_consistent(kb)
+    kb.remove("tides.txt")  # the copy owns its vectors
+    assert {h.source for h in kb.search("ocean tides", 3, viewer="alice")} == {"tides-copy.txt"}
+    assert_consistent(kb)
+
+
+def test_vectors_are_never_reused_across_owners(
+    make_kb: MakeKb, embedder: Embedder, tmp_path: Path
+) -> None:
+    """Reusing alice's vectors for bob's identical upload would tell bob she holds that file."""
+    counting = InterruptAfter(embedder, calls=1000)
+    kb = make_kb(use=counting, batch_size=4)
+    text = " ".join(f"Sentence {i} is about ocean tides and currents." for i in range(300))
+    path = write(tmp_path / "tides.txt", text)
+    [first] = kb.ingest([Source("owui:1", "tides.txt", path, owner="alice")])
+    calls = counting.left
+    [copy] = kb.ingest([Source("owui:2", "tides-copy.txt", path, owner="bob")])
+    assert counting.left < calls  # bob's copy was embedded on its own
+    assert (copy.status, copy.chunks) == ("added", first.chunks)
     assert {h.source for h in kb.search("ocean tides", 3, viewer="bob")} == {"tides-copy.txt"}
     assert {h.source for h in kb.search("ocean tides", 3, viewer="alice")} == {"tides.txt"}
-    kb.remove("tides.txt")  # the copy owns its vectors
-    assert {h.source for h in kb.search("ocean tides", 3, viewer="bob")} == {"tides-copy.txt"}
     assert_consistent(kb)
 
 

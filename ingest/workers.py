@@ -1,0 +1,260 @@
+"""Parsing in worker processes, each file under the operating system's limits.
+
+A hostile file can make a parser spin for hours (a PDF page drawing one
+stream a million times) or build gigabytes of tree (a DOCX of empty
+paragraphs). So files are parsed in child processes (``python -m
+ingest.workers``), never in the service: each child runs with an address-space
+cap (``RLIMIT_AS``) and, per file, a CPU-time budget (``RLIMIT_CPU``; the kernel
+stops the child with SIGXCPU). A wall-clock backstop kills a child that waits
+on nothing. A child that dies fails only its file and is replaced; the pool
+keeps at most ``workers`` children, reused across files.
+
+Segments stream back in batches, so a large document is chunked and embedded
+while it is still being parsed.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from ingest.loaders import Limits, load
+from retrieval.errors import ExtractionFailed, InvalidDocument, KbError, LimitExceeded
+from retrieval.types import Segment
+
+MB = 2**20
+REPLY_CHARS = 1 << 20  # segments are sent back in batches of about this much text
+POLL_SECONDS = 0.1
+WALL_FACTOR, WALL_SLACK = 3, 30  # wall-clock backstop: 3 × the CPU budget + 30 s
+
+
+class Cancelled(KbError):
+    """The caller cancelled the work (client gone, service stopping)."""
+
+
+@dataclass(frozen=True)
+class ParseBudget:
+    """What one file may cost to parse: CPU seconds, and memory of the whole worker."""
+
+    cpu_seconds: int = 120
+    memory_mb: int = 2048
+
+    def cpu_error(self, name: str) -> LimitExceeded:
+        return LimitExceeded(
+            f"parsing {name} used more than {self.cpu_seconds} s of CPU time and was stopped: "
+            "the file is unusually costly to read (e.g. a page drawn millions of times); "
+            "if it is genuine, raise KB_PARSE_CPU_SECONDS"
+        )
+
+    def memory_error(self, name: str) -> LimitExceeded:
+        return LimitExceeded(
+            f"parsing {name} needed more than {self.memory_mb} MB of memory and was stopped; "
+            "if the file is genuine, raise KB_PARSE_MEMORY_MB or split the file"
+        )
+
+
+Cancel = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+class _Worker:
+    """One child process and the two pipes to it."""
+
+    def __init__(self, budget: ParseBudget) -> None:
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ingest.workers", str(request_read), str(reply_write),
+             str(budget.memory_mb * MB)],
+            pass_fds=(request_read, reply_write), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(request_read)
+        os.close(reply_write)
+        self.requests = Connection(request_write, readable=False)
+        self.replies = Connection(reply_read, writable=False)
+
+    def kill(self) -> None:
+        """Stop the child now and release its pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.requests.close()
+        self.replies.close()
+
+    def death(self, budget: ParseBudget, name: str) -> InvalidDocument:
+        """Why the child ended, as the error for the file it was parsing."""
+        code = self.process.wait()
+        if code == -signal.SIGXCPU:
+            return budget.cpu_error(name)
+        if code == -signal.SIGKILL:  # the kernel's OOM killer, or our backstop
+            return budget.memory_error(name)
+        return ExtractionFailed(
+            f"the parser stopped unexpectedly while reading {name} (exit status {code}); "
+            "the file is probably damaged: open it in the program that made it and save it again"
+        )
+
+
+class ParserPool:
+    """Parses files in up to ``workers`` child processes, one file per child at a time."""
+
+    def __init__(self, workers: int, budget: ParseBudget | None = None) -> None:
+        self.size, self.budget = max(1, workers), budget or ParseBudget()
+        self._slots = threading.BoundedSemaphore(self.size)
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def parse(
+        self, path: Path, name: str, limits: Limits, cancelled: Cancel = _never
+    ) -> Iterator[Segment]:
+        """Stream the segments of one file; raise InvalidDocument, or Cancelled."""
+        while not self._slots.acquire(timeout=POLL_SECONDS):
+            if cancelled():
+                raise Cancelled("cancelled while waiting for a parser")
+        try:
+            worker = self._checkout()
+            healthy = False
+            try:
+                yield from self._run(worker, path, name, limits, cancelled)
+                healthy = True
+            finally:
+                self._checkin(worker, healthy)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        """Stop every idle child (busy ones are stopped by their callers)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.kill()
+
+    def _checkout(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.process.poll() is None:
+                    return worker
+                worker.kill()
+        return _Worker(self.budget)
+
+    def _checkin(self, worker: _Worker, healthy: bool) -> None:
+        with self._lock:
+            if healthy and not self._closed:
+                self._idle.append(worker)
+                return
+        worker.kill()  # mid-file (cancelled, failed, abandoned): its state is unknown
+
+    def _run(
+        self, worker: _Worker, path: Path, name: str, limits: Limits, cancelled: Cancel
+    ) -> Iterator[Segment]:
+        try:
+            worker.requests.send((str(path), name, limits, self.budget.cpu_seconds))
+        except OSError:
+            raise worker.death(self.budget, name) from None
+        deadline = time.monotonic() + self.budget.cpu_seconds * WALL_FACTOR + WALL_SLACK
+        while True:
+            if cancelled():
+                raise Cancelled(f"cancelled while parsing {name}")
+            if time.monotonic() > deadline:
+                worker.kill()
+                raise self.budget.cpu_error(name)
+            try:
+                if not worker.replies.poll(POLL_SECONDS):
+                    continue
+                kind, payload = worker.replies.recv()
+            except (EOFError, OSError):
+                raise worker.death(self.budget, name) from None
+            if kind == "segments":
+                yield from payload
+            elif kind == "done":
+                return
+            elif kind == "memory":
+                raise self.budget.memory_error(name)
+            else:
+                raise payload
+
+
+# -- the child process -----------------------------------------------------------
+
+
+def _budget_cpu(seconds: int) -> None:
+    """Allow ``seconds`` more CPU time from now; the kernel sends SIGXCPU past it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = int(usage.ru_utime + usage.ru_stime) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (_capped(used + seconds, resource.RLIMIT_CPU),
+                                             resource.getrlimit(resource.RLIMIT_CPU)[1]))
+
+
+def _capped(value: int, which: int) -> int:
+    """``value``, or the hard limit when that is lower (only root may raise it)."""
+    hard = resource.getrlimit(which)[1]
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)
+
+
+def _parse_one(task: Any, replies: Connection) -> None:
+    path, name, limits, cpu_seconds = task
+    _budget_cpu(cpu_seconds)
+    try:
+        with open(path, "rb") as stream:
+            batch: list[Segment] = []
+            size = 0
+            for segment in load(stream, name, limits):
+                batch.append(segment)
+                size += len(segment.text)
+                if size >= REPLY_CHARS:
+                    replies.send(("segments", batch))
+                    batch, size = [], 0
+            replies.send(("segments", batch))
+        replies.send(("done", None))
+    except InvalidDocument as exc:
+        # Out of memory, lxml and pypdf report a parse error ("unknown error"): a worker
+        # that came near its cap reports the cap instead.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        memory = resource.getrlimit(resource.RLIMIT_AS)[0]
+        replies.send(("memory", None) if peak > memory * 0.6 else ("error", exc))
+    except MemoryError:
+        replies.send(("memory", None))
+        raise  # the heap may be in pieces: let the parent start a fresh child
+    except OSError as exc:
+        replies.send(("error", ExtractionFailed(f"cannot read file: {exc.strerror or exc}")))
+
+
+def main(argv: list[str]) -> None:
+    """Child entry point: parse the files the parent sends until it closes the pipe."""
+    import logging
+    import warnings
+
+    logging.disable(logging.CRITICAL)  # library chatter about malformed files is not ours
+    warnings.simplefilter("ignore")
+    requests, replies = Connection(int(argv[0]), writable=False), Connection(int(argv[1]),
+                                                                             readable=False)
+    memory = int(argv[2])
+    resource.setrlimit(resource.RLIMIT_AS, (_capped(memory, resource.RLIMIT_AS),
+                                            resource.getrlimit(resource.RLIMIT_AS)[1]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            task = requests.recv()
+        except (EOFError, OSError):
+            return
+        _parse_one(task, replies)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
