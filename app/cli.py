@@ -120,9 +120,7 @@ def _open(settings: Settings) -> Any:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the API with uvicorn."""
-    import uvicorn
-
-    from app.main import create_app
+    from app.main import serve
 
     host, port = args.host or settings.host, args.port or settings.port
     if not settings.api_key and not _is_loopback(host):
@@ -134,7 +132,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             )
         print(f"kb: warning: listening on {host} with no API key", file=sys.stderr)
     print(f"kb: serving on http://{host}:{port} (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    serve(settings, host, port)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from retrieval.errors import (
+    Cancelled,
     ConfigurationError,
     DataDirBusy,
     DocumentNotFound,
@@ -21,6 +22,7 @@ STATUS_BY_ERROR: list[tuple[type[KbError], int]] = [
     (DocumentNotFound, 404),
     (UpstreamUnavailable, 503),
     (DataDirBusy, 503),
+    (Cancelled, 503),
     (ConfigurationError, 409),
 ]
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ingest.workers import Cancelled
+from retrieval.errors import Cancelled
 
 
 class Gate:
@@ -37,6 +38,17 @@ class Gate:
             with self._changed:
                 self._inside -= 1
                 self._changed.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no one is inside (used at shutdown); False if ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._inside or self._exclusive:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

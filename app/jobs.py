@@ -16,11 +16,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from app.service import KnowledgeBase
-from ingest.catalog import Job
+from ingest.catalog import INTERRUPTED, Job
 from ingest.pipeline import Outcome, Source
+from retrieval.errors import Cancelled
 
 log = logging.getLogger(__name__)
 
+INTERRUPTED_ERROR = (
+    "interrupted: the service stopped; files finished before that are indexed, the rest "
+    "were rolled back: upload them again"
+)
 Work = Callable[[Callable[[Outcome], None]], list[Outcome]]
 
 
@@ -49,7 +54,8 @@ class JobRunner:
         return self.kb.catalog.get_job(job_id)
 
     def close(self, timeout: float = 30) -> None:
-        """Finish the current job and stop."""
+        """Cancel the running job (its files in flight roll back) and stop."""
+        self.kb.shutdown()
         self._queue.put(None)
         self._thread.join(timeout)
 
@@ -63,7 +69,10 @@ class JobRunner:
         while (item := self._queue.get()) is not None:
             job_id, work, cleanup = item
             try:
-                self._run(job_id, work)
+                if self.kb.closing.is_set():  # queued behind the stop: never started
+                    self.kb.catalog.update_job(job_id, status=INTERRUPTED, error=INTERRUPTED_ERROR)
+                else:
+                    self._run(job_id, work)
             finally:
                 for path in cleanup:
                     path.unlink(missing_ok=True)
@@ -79,6 +88,9 @@ class JobRunner:
 
         try:
             work(report)
+        except Cancelled:
+            catalog.update_job(job_id, status=INTERRUPTED, error=INTERRUPTED_ERROR)
+            return
         except Exception as exc:  # the job fails as a whole, with the reason
             log.exception("job %s failed", job_id)
             catalog.update_job(job_id, status="failed", error=str(exc))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -64,3 +66,26 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router, dependencies=secured)
     app.include_router(health.router)
     return app
+
+
+class _StoppingServer(uvicorn.Server):
+    """uvicorn's server, which on SIGTERM or Ctrl-C first tells the service to stop, so
+    running uploads and jobs roll back and end at once instead of holding the shutdown."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        kb = getattr(self._app.state, "kb", None)
+        if kb is not None:
+            kb.shutdown()  # only sets an event: safe in a signal handler
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve the API until SIGTERM or Ctrl-C."""
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info",
+                            timeout_graceful_shutdown=10)
+    _StoppingServer(config, app).run()

@@ -81,6 +81,9 @@ class KnowledgeBase:
     def close(self) -> None:
         """Release the parsers, indexes, clients, the catalog and the data-directory lock."""
         self.closing.set()
+        if not self.gate.drain(timeout=30):  # running work rolls back on ``closing``
+            log.warning("closing while an ingest is still rolling back; the next start "
+                        "finishes the clean-up")
         if self._owns_parser:
             self.parser.close()
         self.store.close()
@@ -118,6 +121,7 @@ class KnowledgeBase:
         if not self.store.in_step():
             self._rebuild_lexical()
         self.originals.sweep_incoming()
+        _empty_folder(self.data_dir / "uploads")  # received by a process that is gone
         self.catalog.interrupt_jobs()
 
     def _rebuild_lexical(self) -> None:
@@ -296,6 +300,13 @@ def _raise_if_failed(outcomes: list[Outcome]) -> None:
             f"re-index stopped: {len(failed)} document(s) failed ({detail}); "
             "the previous index is unchanged and still in use"
         )
+
+
+def _empty_folder(folder: Path) -> None:
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() or path.is_symlink():
+                path.unlink(missing_ok=True)
 
 
 def _fingerprint(embedding_id: str, chunking: ChunkSettings) -> str:

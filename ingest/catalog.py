@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 INDEXED, FAILED = "indexed", "failed"
+INTERRUPTED = "interrupted"  # a job the service stopped before it finished
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Job:
 
     id: str
     kind: str
-    status: str  # queued | running | done | failed
+    status: str  # queued | running | done | failed | interrupted
     total: int
     done: int = 0
     results: list[dict[str, Any]] | None = None
@@ -352,7 +353,7 @@ class Catalog:
         """Jobs left running by a previous process will never finish: say so."""
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET status = 'failed', error = 'interrupted: the service stopped"
-                " before the job finished; upload the files again' WHERE status IN"
+                "UPDATE jobs SET status = 'interrupted', error = 'interrupted: the service"
+                " stopped before the job finished; upload the files again' WHERE status IN"
                 " ('queued', 'running')"
             )

@@ -30,9 +30,9 @@ from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker
 from ingest.loaders import Limits, detect_type
 from ingest.originals import Originals
-from ingest.workers import Cancel, Cancelled
+from ingest.workers import Cancel
 from retrieval.embedders import Embedder
-from retrieval.errors import InvalidDocument
+from retrieval.errors import Cancelled, InvalidDocument
 from retrieval.store import VectorStore
 from retrieval.types import Chunk, Segment
 

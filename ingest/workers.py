@@ -29,17 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from ingest.loaders import Limits, load
-from retrieval.errors import ExtractionFailed, InvalidDocument, KbError, LimitExceeded
+from retrieval.errors import Cancelled, ExtractionFailed, InvalidDocument, LimitExceeded
 from retrieval.types import Segment
 
 MB = 2**20
 REPLY_CHARS = 1 << 20  # segments are sent back in batches of about this much text
 POLL_SECONDS = 0.1
 WALL_FACTOR, WALL_SLACK = 3, 30  # wall-clock backstop: 3 × the CPU budget + 30 s
-
-
-class Cancelled(KbError):
-    """The caller cancelled the work (client gone, service stopping)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +203,18 @@ def _capped(value: int, which: int) -> int:
     return value if hard == resource.RLIM_INFINITY else min(value, hard)
 
 
+def _peak_address_space() -> int:
+    """Bytes: the most address space this process has held (Linux), else 0."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _parse_one(task: Any, replies: Connection) -> None:
     path, name, limits, cpu_seconds = task
     _budget_cpu(cpu_seconds)
@@ -225,9 +233,8 @@ def _parse_one(task: Any, replies: Connection) -> None:
     except InvalidDocument as exc:
         # Out of memory, lxml and pypdf report a parse error ("unknown error"): a worker
         # that came near its cap reports the cap instead.
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        memory = resource.getrlimit(resource.RLIMIT_AS)[0]
-        replies.send(("memory", None) if peak > memory * 0.6 else ("error", exc))
+        near_cap = _peak_address_space() > resource.getrlimit(resource.RLIMIT_AS)[0] * 0.6
+        replies.send(("memory", None) if near_cap else ("error", exc))
     except MemoryError:
         replies.send(("memory", None))
         raise  # the heap may be in pieces: let the parent start a fresh child

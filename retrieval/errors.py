@@ -12,6 +12,8 @@ the API's exception handler into HTTP status codes, the CLI into exit codes.
 - ``ConfigurationError``: settings or stored state disagree (e.g. an embedding
   model change that needs ``kb reindex``).
 - ``DataDirBusy``: another kb process holds the data directory.
+- ``Cancelled``: the caller hung up or the service is stopping; the work in
+  flight was rolled back.
 """
 
 
@@ -49,3 +51,7 @@ class ConfigurationError(KbError):
 
 class DataDirBusy(KbError):
     """Another kb process is using the data directory."""
+
+
+class Cancelled(KbError):
+    """Work stopped on request (client gone, service stopping); in-flight files rolled back."""

@@ -109,7 +109,8 @@ class HybridBackend:
         LexicalIndex.destroy(self.lexical_root / name)
 
     def sweep(self, keep: str) -> None:
-        """Remove lexical folders of collections that are gone (a crash mid-switch)."""
+        """Remove the files of collections that are gone (a crash mid-switch)."""
+        self.chroma.sweep_files()
         if self.lexical_root.is_dir():
             for path in self.lexical_root.iterdir():
                 if path.name != keep:

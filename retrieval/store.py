@@ -6,8 +6,11 @@ adapts one Chroma collection to it. Chroma's own types stay in this module.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import shutil
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -231,6 +234,7 @@ class ChromaBackend:
 
         settings = Settings(anonymized_telemetry=False, allow_reset=False)
         self.where = url or "embedded"
+        self.path = None if url else path
         try:
             if url:
                 self._client = _http_client(url, settings)
@@ -257,9 +261,23 @@ class ChromaBackend:
 
     @_resilient
     def drop(self, name: str) -> None:
-        """Delete a collection if it exists."""
+        """Delete a collection if it exists, and its files when embedded."""
         if name in self.names():
             self._client.delete_collection(name)
+        self.sweep_files()
+
+    def sweep_files(self) -> None:
+        """Remove the segment folders of deleted collections (embedded Chroma leaves them)."""
+        if self.path is None or not (self.path / "chroma.sqlite3").exists():
+            return
+        import sqlite3
+
+        uri = f"file:{self.path / 'chroma.sqlite3'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            live = {row[0] for row in db.execute("SELECT id FROM segments")}
+        for folder in self.path.iterdir():
+            if folder.is_dir() and _is_uuid(folder.name) and folder.name not in live:
+                shutil.rmtree(folder, ignore_errors=True)
 
     @_resilient
     def names(self) -> list[str]:
@@ -284,6 +302,14 @@ class ChromaBackend:
             self._client.heartbeat()
         except Exception as exc:
             raise UpstreamUnavailable(f"Chroma does not answer: {exc}") from exc
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _http_client(url: str, settings: Any) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -15,7 +17,6 @@ from app.deps import ROLE_HEADER, KbDep, SettingsDep, ViewerDep
 from app.errors import status_for
 from app.service import KnowledgeBase
 from app.settings import MB, Settings
-from ingest.loaders import Limits, load
 from ingest.pipeline import FAILED, Source
 from retrieval.errors import KbError
 
@@ -53,14 +54,18 @@ async def _process(
     if file_id and name.startswith(f"{file_id}_"):
         name = name[len(file_id) + 1 :]  # Open WebUI stores uploads as "<file id>_<name>"
     path = await _receive(request, kb.data_dir / "uploads", settings.max_file_bytes)
+    cancel = threading.Event()  # the client hung up, or the server is stopping
+    watcher = asyncio.create_task(_watch_disconnect(request, cancel))
     try:
         key = f"owui:{file_id}" if file_id else _upload_key(name, owner)
         source = Source(key, name, path, owner=owner)
-        outcome = (await run_in_threadpool(kb.ingest, [source]))[0]
+        outcome = (await run_in_threadpool(kb.ingest, [source], None, cancel))[0]
         if outcome.status == FAILED:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: {outcome.error}")
-        text = await run_in_threadpool(_text, path, name, kb.limits)
+        text = await run_in_threadpool(kb.extract_text, path, name, cancel)
     finally:
+        cancel.set()
+        watcher.cancel()
         path.unlink(missing_ok=True)
     return {
         "page_content": text,
@@ -101,7 +106,10 @@ async def _receive(request: Request, folder: Path, max_bytes: int) -> Path:
     return Path(out.name)
 
 
-def _text(path: Path, name: str, limits: Limits) -> str:
-    """The document's extracted text, as Open WebUI shows and stores it."""
-    with path.open("rb") as f:
-        return "\n\n".join(segment.text for segment in load(f, name, limits))
+async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
+    """Set ``cancel`` when the client goes away: its upload is then rolled back."""
+    while not cancel.is_set():
+        if await request.is_disconnected():
+            cancel.set()
+            return
+        await asyncio.sleep(0.5)

@@ -13,7 +13,7 @@ def wait_job(client: TestClient, job_id: str, timeout: float = 120) -> dict[str,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("done", "failed"):
+        if job["status"] in ("done", "failed", "interrupted"):
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish")
