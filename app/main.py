@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse
 
 from app.errors import status_for
 from app.jobs import JobRunner
+from app.limits import BodyLimit
 from app.metrics import Metrics, MetricsMiddleware
 from app.routers import answer, chat, documents, health, jobs, process, search
 from app.service import open_knowledge_base
-from app.settings import Settings
+from app.settings import MB, Settings
 from retrieval.errors import KbError
 
 log = logging.getLogger("kb")
@@ -60,6 +61,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(
+        BodyLimit, json_bytes=int(settings.max_request_mb * MB),
+        upload_bytes=int(settings.max_upload_mb * MB), file_bytes=settings.max_file_bytes,
+    )
     app.add_exception_handler(KbError, kb_error_handler)
     secured = [Depends(require_api_key)]
     for module in (search, answer, chat, documents, jobs, process):

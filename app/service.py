@@ -23,7 +23,7 @@ from ingest.chunking import Chunker, ChunkSettings
 from ingest.commit import CatalogCommitter, CollectingCommitter
 from ingest.loaders import PARSER_VERSION, Limits
 from ingest.originals import Originals
-from ingest.pipeline import FAILED, Claims, Outcome, Parser, Pipeline, Source
+from ingest.pipeline import FAILED, Claims, Outcome, Parser, Pipeline, Source, upload_key
 from ingest.workers import ParseBudget, ParserPool
 from retrieval.answer import Citation, answer_stream
 from retrieval.chat import ChatModel, make_chat_model
@@ -91,6 +91,7 @@ class KnowledgeBase:
             self.reranker.close()
         if self._owns_clients:
             self.backend.close()
+            self.embedder.close()
         self.catalog.close()
         self._lock_file.close()
 
@@ -166,6 +167,19 @@ class KnowledgeBase:
             return self._pipeline(self.store, CatalogCommitter(self.catalog, self.store)).run(
                 sources, on_outcome, cancelled=cancelled
             )
+
+    def upload_source(
+        self, scheme: str, ref: str, name: str, path: Path, owner: str | None
+    ) -> Source:
+        """The ``Source`` for an upload: keyed by scheme, owner and ``ref`` (a file id or
+        name), so a re-upload by the same owner replaces it and nobody else's can."""
+        key = upload_key(scheme, owner, ref)
+        # Keys from before the owner was part of them (one owner's documents only).
+        legacy = f"{scheme}:{ref}" if scheme == "owui" or owner is None else f"upload:{owner}:{ref}"
+        old = self.catalog.by_key(legacy)
+        if old is not None and old.owner == owner and self.catalog.by_key(key) is None:
+            key = legacy
+        return Source(key, name, path, owner=owner)
 
     def extract_text(self, path: Path, name: str, cancel: threading.Event | None = None) -> str:
         """A file's whole extracted text (parsed in a worker, under the same limits)."""

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         default=256, ge=1, description="chunks per embedding call; larger pads less"
     )
     max_file_mb: float = Field(default=256, gt=0)
+    max_upload_mb: float = Field(
+        default=2048, gt=0, description="one multipart upload to /v1/documents, all files"
+    )
+    max_upload_files: int = Field(default=1000, gt=0, description="files in one upload")
+    max_request_mb: float = Field(default=8, gt=0, description="a JSON request body")
     max_docx_uncompressed_mb: float = Field(default=512, gt=0)
     max_docx_elements: int = Field(
         default=2_000_000, gt=0, description="XML elements in a DOCX (element-bomb guard)"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from fastapi import HTTPException
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.settings import MB
@@ -39,6 +40,7 @@ class UploadedFile:
 class _Receiver:
     folder: Path
     max_bytes: int
+    max_files: int
     files: list[UploadedFile] = field(default_factory=list)
     headers: dict[bytes, bytes] = field(default_factory=dict)
     _field: bytes = b""
@@ -72,6 +74,11 @@ class _Receiver:
         filename = Path(name.decode("utf-8", "replace").replace("\\", "/")).name
         if not filename:
             raise BadUpload("a file in the upload has no file name")
+        if len(self.files) >= self.max_files:
+            raise UploadTooLarge(
+                f"more than {self.max_files} files in one upload (KB_MAX_UPLOAD_FILES); "
+                "send them in several uploads"
+            )
         handle = tempfile.NamedTemporaryFile(dir=self.folder, prefix="upload-", delete=False)
         self._out = handle
         self._current = UploadedFile(filename, Path(handle.name), 0)
@@ -100,20 +107,21 @@ class _Receiver:
 
 
 async def receive_files(
-    content_type: str, body: AsyncIterator[bytes], folder: Path, max_bytes: int
+    content_type: str, body: AsyncIterator[bytes], folder: Path, max_bytes: int,
+    max_files: int,
 ) -> list[UploadedFile]:
     """Write every ``files`` part of a multipart body to ``folder``; raise on any problem."""
     kind, params = parse_options_header(content_type)
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise BadUpload("send the documents as multipart/form-data in a field named 'files'")
     folder.mkdir(parents=True, exist_ok=True)
-    receiver = _Receiver(folder, max_bytes)
+    receiver = _Receiver(folder, max_bytes, max_files)
     parser = MultipartParser(params[b"boundary"], receiver.callbacks())
     try:
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()
-    except (UploadTooLarge, BadUpload):
+    except (UploadTooLarge, BadUpload, HTTPException):  # ours, or the body limit's
         receiver.discard()
         raise
     except Exception as exc:  # python-multipart's parse errors

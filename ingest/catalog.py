@@ -219,12 +219,13 @@ class Catalog:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO documents (id, key, source, content_hash, type, size, status, error,"
-                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " owner, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(id) DO UPDATE SET status=excluded.status, error=excluded.error,"
                 " content_hash=excluded.content_hash, size=excluded.size, type=excluded.type,"
-                " updated_at=excluded.updated_at WHERE documents.status != 'indexed'",
+                " owner=excluded.owner, updated_at=excluded.updated_at"
+                " WHERE documents.status != 'indexed'",
                 [doc.id, doc.key, doc.source, doc.content_hash, doc.type, doc.size, FAILED,
-                 doc.error, now, now],
+                 doc.error, doc.owner, now, now],
             )
 
     # -- the write protocol ----------------------------------------------

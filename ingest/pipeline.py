@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 import numpy as np
 
@@ -42,6 +43,7 @@ ADDED, UPDATED, UNCHANGED, FAILED = "added", "updated", "unchanged", "failed"
 QUEUE_DEPTH = 512
 HEAD_BYTES = 8192
 POLL_SECONDS = 0.2
+CANCELLED = "ingest cancelled: the documents in flight were rolled back"
 
 
 def _never() -> bool:
@@ -104,6 +106,12 @@ class Source:
     def document_id(self) -> str:
         """Stable id derived from the key."""
         return document_id(self.key)
+
+
+def upload_key(scheme: str, owner: str | None, ref: str) -> str:
+    """An upload's key: scheme, owner ("" when shared) and ref, each percent-encoded, so
+    no two (owner, ref) pairs meet in one key whatever ':' they hold."""
+    return ":".join((scheme, quote(owner or "", safe=""), quote(ref, safe="")))
 
 
 def document_id(key: str) -> str:
@@ -232,6 +240,8 @@ class Pipeline:
         try:
             while (event := self._next(events, state, report, cancelled)) is not _EOF:
                 self._consume(event, state, report)  # type: ignore[arg-type]
+            if cancelled():  # the producer stopped short
+                raise Cancelled(CANCELLED)
             self._flush(state, report)
         except BaseException:
             stop.set()
@@ -250,7 +260,7 @@ class Pipeline:
         """The next event; while none comes, finish ended documents (another run may wait)."""
         while True:
             if cancelled():
-                raise Cancelled("ingest cancelled: the documents in flight were rolled back")
+                raise Cancelled(CANCELLED)
             try:
                 return events.get(timeout=POLL_SECONDS)
             except queue.Empty:

@@ -10,7 +10,6 @@ from app.deps import JobsDep, KbDep, SettingsDep
 from app.routers.jobs import JobView
 from app.uploads import BadUpload, UploadTooLarge, receive_files
 from ingest.catalog import Document
-from ingest.pipeline import Source
 from retrieval.errors import DocumentNotFound
 
 router = APIRouter(prefix="/v1", tags=["documents"])
@@ -52,13 +51,13 @@ async def upload(request: Request, kb: KbDep, jobs: JobsDep, settings: SettingsD
     try:
         files = await receive_files(
             request.headers.get("content-type", ""), request.stream(), folder,
-            settings.max_file_bytes,
+            settings.max_file_bytes, settings.max_upload_files,
         )
     except UploadTooLarge as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
     except BadUpload as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    sources = [Source(f"upload:{f.filename}", f.filename, f.path) for f in files]
+    sources = [kb.upload_source("upload", f.filename, f.filename, f.path, None) for f in files]
     job = jobs.ingest(sources, cleanup=[f.path for f in files])
     view = JobView.of(job)
     return JSONResponse(

@@ -17,7 +17,7 @@ from app.deps import ROLE_HEADER, KbDep, SettingsDep, ViewerDep
 from app.errors import status_for
 from app.service import KnowledgeBase
 from app.settings import MB, Settings
-from ingest.pipeline import FAILED, Source
+from ingest.pipeline import FAILED
 from retrieval.errors import KbError
 
 router = APIRouter(tags=["open-webui"])
@@ -57,8 +57,8 @@ async def _process(
     cancel = threading.Event()  # the client hung up, or the server is stopping
     watcher = asyncio.create_task(_watch_disconnect(request, cancel))
     try:
-        key = f"owui:{file_id}" if file_id else _upload_key(name, owner)
-        source = Source(key, name, path, owner=owner)
+        scheme, ref = ("owui", file_id) if file_id else ("upload", name)
+        source = kb.upload_source(scheme, ref, name, path, owner)
         outcome = (await run_in_threadpool(kb.ingest, [source], None, cancel))[0]
         if outcome.status == FAILED:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: {outcome.error}")
@@ -79,11 +79,6 @@ async def _process(
             "owner": owner,
         },
     }
-
-
-def _upload_key(name: str, owner: str | None) -> str:
-    """Without a file id, a re-upload of a name replaces it: per user, or shared."""
-    return f"upload:{owner}:{name}" if owner else f"upload:{name}"
 
 
 async def _receive(request: Request, folder: Path, max_bytes: int) -> Path:
