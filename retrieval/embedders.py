@@ -10,13 +10,12 @@ never exceed what the model accepts.
 from __future__ import annotations
 
 import functools
-import itertools
 import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,7 @@ class Embedder(ABC):
         """Embed one search query, with the query instruction when configured."""
         return self.embed([format_query(self.query_instruction, query)])[0]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most embedders hold nothing
         """Stop background threads and release connections (nothing by default)."""
 
 
@@ -96,30 +95,37 @@ class LocalEmbedder(Embedder):
         self.batch_size = batch_size
         self.query_instruction = query_instruction
         self._tokenizer = fast_tokenizer(path)
-        # Every encode runs on one thread: torch's OpenMP team belongs to the calling
-        # thread, and calls from rotating request threads cost ~50% more (20 ms
-        # instead of 13 ms a query here); encodes in parallel would only thrash the
-        # cores. Queries jump the queue and those waiting are encoded together, so a
-        # search during a large ingest waits for one small mini-batch of chunks at
-        # most, and twenty concurrent searches cost one encode, not twenty.
-        self._work: queue.PriorityQueue[_Work] = queue.PriorityQueue()
-        self._tickets = itertools.count()
-        self._thread = threading.Thread(target=self._serve, name="kb-embed", daemon=True)
-        self._thread.start()
+        # Two encode threads, each with its own torch OpenMP team (encodes from rotating
+        # request threads cost ~50% more). Document chunks go through one, in small
+        # mini-batches that wait while any query is pending; queries go through the
+        # other, those waiting encoded together. So a search during a large ingest waits
+        # for at most one small mini-batch of chunks, and twenty concurrent searches
+        # cost one encode, not twenty.
+        self._bulk: queue.Queue[_Work | None] = queue.Queue()
+        self._queries: queue.Queue[_Work | None] = queue.Queue()
+        self._pending_queries = 0
+        self._queries_done = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._serve_bulk, name="kb-embed", daemon=True),
+            threading.Thread(target=self._serve_queries, name="kb-embed-query", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def close(self) -> None:
-        """Stop the embedding thread once its current encode ends (none may run at exit:
+        """Stop the encode threads once their current encode ends (none may run at exit:
         torch aborts the process when a thread is inside it at interpreter shutdown)."""
-        self._submit(STOP, [])
-        self._thread.join(timeout=60)
+        self._bulk.put(None)
+        self._queries.put(None)
+        for thread in self._threads:
+            thread.join(timeout=60)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Encode in length-sorted mini-batches, normalised for cosine distance."""
         texts = list(texts)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # as encode() sorts
-        step = BULK_BATCH
-        parts = [order[i : i + step] for i in range(0, len(order), step)]
-        futures = [self._submit(BULK, [texts[i] for i in part]) for part in parts]
+        parts = [order[i : i + BULK_BATCH] for i in range(0, len(order), BULK_BATCH)]
+        futures = [self._submit(self._bulk, [texts[i] for i in part]) for part in parts]
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         try:
             for part, future in zip(parts, futures, strict=True):
@@ -132,45 +138,54 @@ class LocalEmbedder(Embedder):
 
     def embed_query(self, query: str) -> np.ndarray:
         """Embed a search query ahead of any document chunks, batched with other queries."""
-        return self._submit(URGENT, [format_query(self.query_instruction, query)]).result()[0]
+        with self._queries_done:
+            self._pending_queries += 1
+        text = format_query(self.query_instruction, query)
+        return self._submit(self._queries, [text]).result()[0]
 
-    def _submit(self, priority: int, texts: list[str]) -> Future[np.ndarray]:
+    def _submit(self, line: queue.Queue[_Work | None], texts: list[str]) -> Future[np.ndarray]:
         future: Future[np.ndarray] = Future()
-        self._work.put(_Work(priority, next(self._tickets), texts, future))
+        line.put(_Work(texts, future))
         return future
 
-    def _serve(self) -> None:
-        while True:
-            first = self._work.get()
-            if first.priority == STOP:
-                first.future.cancel()
-                return
-            batch = [first, *self._waiting_queries()] if first.priority == URGENT else [first]
-            live = [work for work in batch if work.future.set_running_or_notify_cancel()]
-            try:
-                vectors = self._encode([text for work in live for text in work.texts])
-            except BaseException as exc:  # each caller re-raises it
-                for work in live:
-                    work.future.set_exception(exc)
-                continue
-            start = 0
-            for work in live:
-                work.future.set_result(vectors[start : start + len(work.texts)])
-                start += len(work.texts)
+    def _serve_bulk(self) -> None:
+        while (work := self._bulk.get()) is not None:
+            with self._queries_done:  # document embedding yields to searches
+                self._queries_done.wait_for(lambda: self._pending_queries == 0)
+            self._run([work])
 
-    def _waiting_queries(self) -> list[_Work]:
-        """The other queries already queued (micro-batching), up to one batch."""
-        found: list[_Work] = []
-        while len(found) < self.batch_size - 1:
+    def _serve_queries(self) -> None:
+        while (first := self._queries.get()) is not None:
+            batch = [first]
+            while len(batch) < self.batch_size:
+                try:
+                    work = self._queries.get_nowait()
+                except queue.Empty:
+                    break
+                if work is None:
+                    self._queries.put(None)  # stop after this batch
+                    break
+                batch.append(work)
             try:
-                work = self._work.get_nowait()
-            except queue.Empty:
-                break
-            if work.priority != URGENT:
-                self._work.put(work)  # its ticket keeps its place
-                break
-            found.append(work)
-        return found
+                self._run(batch)
+            finally:
+                with self._queries_done:
+                    self._pending_queries -= len(batch)
+                    self._queries_done.notify_all()
+
+    def _run(self, batch: list[_Work]) -> None:
+        """Encode the texts of several requests in one call; hand each its rows."""
+        live = [work for work in batch if work.future.set_running_or_notify_cancel()]
+        try:
+            vectors = self._encode([text for work in live for text in work.texts])
+        except BaseException as exc:  # each caller re-raises it
+            for work in live:
+                work.future.set_exception(exc)
+            return
+        start = 0
+        for work in live:
+            work.future.set_result(vectors[start : start + len(work.texts)])
+            start += len(work.texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         vectors = self._model.encode(
@@ -187,20 +202,17 @@ class LocalEmbedder(Embedder):
         return self._tokenizer(text)
 
 
-STOP, URGENT, BULK = -1, 0, 1  # queue priorities: queries before document chunks
 # Chunks per document mini-batch: how long a query may wait behind one (~0.2 s of
 # 256-token chunks on 2 cores), against the throughput that bigger batches buy.
 BULK_BATCH = 16
 
 
-@dataclass(order=True)
+@dataclass
 class _Work:
-    """One encode for the embedding thread, ordered by priority, then arrival."""
+    """One encode request for an encode thread."""
 
-    priority: int
-    ticket: int
-    texts: list[str] = field(compare=False)
-    future: Future[np.ndarray] = field(compare=False)
+    texts: list[str]
+    future: Future[np.ndarray]
 
 
 def _dimension(model: Any) -> int:

@@ -188,3 +188,36 @@ def test_library_log_lines_stay_out_of_the_cli(tmp_path: Path, data_dir: Path) -
     assert done.returncode == 1
     assert "pypdf" not in done.stderr and "EOF marker" not in done.stderr
     assert "failed: cut.pdf: damaged PDF" in done.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_rolls_back_and_exits_130_without_an_abort(tmp_path: Path, data_dir: Path) -> None:
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(300):
+        words = " ".join(f"topic{i} word{j} about tides and sea currents" for j in range(60))
+        (folder / f"doc{i:03}.txt").write_text(words)
+    kb = Path(sys.executable).with_name("kb")
+    env = {**os.environ, "KB_DATA_DIR": str(data_dir)}
+    ingest = subprocess.Popen([str(kb), "ingest", str(folder)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # the model is loaded and embedding is under way
+    ingest.send_signal(signal.SIGINT)
+    out, err = ingest.communicate(timeout=60)
+    assert ingest.returncode == 130, err[-2000:]
+    assert "terminate called" not in err and "Traceback" not in err
+    assert "interrupted: documents in flight were rolled back" in err
+    with sqlite3.connect(data_dir / "catalog.sqlite3") as db:  # rolled back before exit
+        assert db.execute("SELECT COUNT(*) FROM pending").fetchone()[0] == 0
+    status = subprocess.run([str(kb), "status", "--json"], env=env, capture_output=True,
+                            text=True, check=True)
+    summary = json.loads(status.stdout)["status"]
+    assert 0 < summary["documents_indexed"] < 300
+    assert summary["vectors"] == summary["lexical_chunks"] == summary["chunks"]

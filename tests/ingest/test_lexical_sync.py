@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from retrieval.embedders import Embedder
 from retrieval.store import ChromaBackend
 from retrieval.types import Chunk
@@ -102,6 +104,24 @@ def test_reindex_builds_a_new_lexical_index_and_drops_the_old(
     assert lexical_folder(kb.data_dir, kb.store.name).is_dir()
     assert_consistent(kb)
     assert kb.search("whales", 1, mode="lexical")[0].source == "o.txt"
+
+
+@pytest.mark.parametrize("chroma_backend", ["embedded"], indirect=True)  # files on our disk
+def test_a_dropped_collection_leaves_no_files(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / f"o{i}.txt", OCEAN * 20 + str(i))) for i in range(30)])
+    chroma = kb.data_dir / "chroma"
+
+    def segment_folders() -> set[str]:
+        return {p.name for p in chroma.iterdir() if p.is_dir()}
+
+    before = segment_folders()
+    assert before
+    kb.reindex()
+    kb.reindex()
+    after = segment_folders()
+    assert len(after) == len(before) and not after & before  # the old ones are gone
+    assert_consistent(kb)
 
 
 def test_kill_9_during_ingest_leaves_everything_consistent(
