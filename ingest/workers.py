@@ -112,7 +112,8 @@ class ParserPool:
         self._slots = threading.BoundedSemaphore(self.size)
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = self._spawning = False
+        self._busy = 0
 
     def parse(
         self, path: Path, name: str, limits: Limits, cancelled: Cancel = _never
@@ -141,20 +142,45 @@ class ParserPool:
             worker.kill()
 
     def _checkout(self) -> _Worker:
+        worker = None
         with self._lock:
-            while self._idle:
-                worker = self._idle.pop()
-                if worker.process.poll() is None:
-                    return worker
-                worker.kill()
-        return _Worker(self.budget)
+            self._busy += 1
+            while self._idle and worker is None:
+                candidate = self._idle.pop()
+                if candidate.process.poll() is None:
+                    worker = candidate
+                else:
+                    candidate.kill()
+        worker = worker or _Worker(self.budget)
+        self._keep_spare()
+        return worker
 
     def _checkin(self, worker: _Worker, healthy: bool) -> None:
         with self._lock:
+            self._busy -= 1
             if healthy and not self._closed:
                 self._idle.append(worker)
                 return
         worker.kill()  # mid-file (cancelled, failed, abandoned): its state is unknown
+        self._keep_spare()
+
+    def _keep_spare(self) -> None:
+        """While a slot is free, keep one child started, so the next upload (another
+        user's, while this one is parsed) does not wait for a Python start (~0.4 s)."""
+        with self._lock:
+            if self._closed or self._spawning or self._idle or self._busy >= self.size:
+                return
+            self._spawning = True
+        threading.Thread(target=self._start_spare, name="kb-parser-spare", daemon=True).start()
+
+    def _start_spare(self) -> None:
+        worker = _Worker(self.budget)
+        with self._lock:
+            self._spawning = False
+            if not self._closed:
+                self._idle.append(worker)
+                return
+        worker.kill()
 
     def _run(
         self, worker: _Worker, path: Path, name: str, limits: Limits, cancelled: Cancel

@@ -98,7 +98,7 @@ def test_a_worker_that_dies_fails_only_its_file(pool: ParserPool, tmp_path: Path
     reader = threading.Thread(target=consume)
     reader.start()
     time.sleep(1.0)
-    started = [c for c in set(_children(os.getpid())) - before if b"ingest.workers" in _cmdline(c)]
+    started = [c for c in set(_children(os.getpid())) - before if _reading(c, slow)]
     assert len(started) == 1
     for child in started:
         os.kill(child, signal.SIGSEGV)  # what a crashing native parser does
@@ -116,8 +116,9 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _cmdline(pid: int) -> bytes:
+def _reading(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
-        return b""
+        return False
