@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _open(settings: Settings) -> Any:
-    from app.service import open_knowledge_base  # heavy imports only when needed
+    from app.factory import open_knowledge_base  # heavy imports only when needed
 
     return open_knowledge_base(settings)
 

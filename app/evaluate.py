@@ -10,7 +10,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from app.service import KnowledgeBase, open_knowledge_base
+from app.factory import open_knowledge_base
+from app.service import KnowledgeBase
 from app.settings import Settings
 from ingest.pipeline import FAILED, Source
 from retrieval.errors import KbError

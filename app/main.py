@@ -12,11 +12,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.errors import status_for
+from app.factory import open_knowledge_base
 from app.jobs import JobRunner
 from app.limits import BodyLimit
 from app.metrics import Metrics, MetricsMiddleware
 from app.routers import answer, chat, documents, health, jobs, process, search
-from app.service import open_knowledge_base
 from app.settings import MB, Settings
 from retrieval.errors import KbError
 

@@ -14,24 +14,22 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from app.gate import Gate
-from app.settings import MB, Settings
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker, ChunkSettings
+from ingest.claims import Claims
 from ingest.commit import CatalogCommitter, CollectingCommitter
 from ingest.loaders import PARSER_VERSION, Limits
 from ingest.originals import Originals
-from ingest.pipeline import FAILED, Claims, Outcome, Parser, Pipeline, Source, upload_key
-from ingest.workers import ParseBudget, ParserPool
+from ingest.pipeline import FAILED, Outcome, Pipeline, Source, upload_key
+from ingest.workers import Parser, ParserPool
 from retrieval.answer import Citation, answer_stream
-from retrieval.chat import ChatModel, make_chat_model
-from retrieval.embedders import Embedder, make_embedder
+from retrieval.chat import ChatModel
+from retrieval.embedders import Embedder
 from retrieval.errors import ConfigurationError, DataDirBusy, DocumentNotFound, KbError
 from retrieval.fusion import Fusion
 from retrieval.hybrid import HybridBackend, HybridStore
-from retrieval.rerank import Reranker, make_reranker
+from retrieval.rerank import Reranker
 from retrieval.rerank import rerank as rerank_hits
 from retrieval.search import HYBRID, search
 from retrieval.store import SHARED, ChromaBackend
@@ -352,44 +350,3 @@ def _lock_data_dir(data_dir: Path) -> Any:
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value else None
-
-
-def open_knowledge_base(settings: Settings) -> KnowledgeBase:
-    """Build the service from settings (the only place besides the CLI that reads them)."""
-    embedder = make_embedder(
-        settings.embedding_url, settings.embedding_model,
-        dimensions=settings.embedding_dimensions, query_instruction=settings.query_instruction,
-        api_key=_secret(settings.embedding_api_key), tokenizer=settings.tokenizer,
-    )
-    data_dir = settings.data_dir.expanduser().resolve()
-    backend = ChromaBackend(path=data_dir / "chroma", url=settings.chroma_url)
-    limits = Limits(
-        max_file_bytes=settings.max_file_bytes,
-        max_docx_uncompressed_bytes=int(settings.max_docx_uncompressed_mb * MB),
-        max_docx_elements=settings.max_docx_elements,
-        max_docx_depth=settings.max_docx_depth,
-        max_pages=settings.max_pages,
-        max_chars=settings.max_chars,
-    )
-    parser = ParserPool(
-        settings.parse_workers or os.cpu_count() or 1,
-        ParseBudget(settings.parse_cpu_seconds, settings.parse_memory_mb),
-    )
-    chunking = ChunkSettings(tokens=settings.chunk_tokens, overlap=settings.chunk_overlap)
-    llm = make_chat_model(settings.llm_url, settings.llm_model, _secret(settings.llm_api_key))
-    reranker = make_reranker(
-        settings.rerank_url, settings.rerank_model, _secret(settings.rerank_api_key),
-        settings.rerank_timeout,
-    )
-    fusion = Fusion(settings.dense_weight, settings.uncovered_dense_weight,
-                    settings.covered_scripts(embedder.name))
-    return KnowledgeBase(
-        data_dir=data_dir, embedder=embedder, backend=backend, limits=limits,
-        chunking=chunking, batch_size=settings.embed_batch_size, llm=llm,
-        min_score=settings.min_score, fusion=fusion, reranker=reranker,
-        rerank_top_n=settings.rerank_top_n, owns_clients=True, parser=parser,
-    )

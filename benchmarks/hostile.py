@@ -89,6 +89,7 @@ def main() -> None:
                 put(client, "warm.txt", b"warm up the model and a parser", "alice")
                 alone = [put(client, f"alone{i}.txt", SMALL, "alice")[0] for i in range(5)]
                 result = {
+                    "service_rss_before_mb": rss_mb(server.pid, "VmRSS"),
                     "small_upload_alone_s": round(sorted(alone)[2], 3),
                     "pdf": attack(client, server.pid, "slow.pdf", slow),
                     "docx": attack(client, server.pid, "bomb.docx", bomb),

@@ -69,7 +69,7 @@ def embed_in_slices(embedder: Any, texts: list[str], batch: int) -> float:
 
 def pipeline_in_process(files: list[Path], texts: list[str], data_dir: Path) -> dict[str, Any]:
     """Time ``KnowledgeBase.ingest`` (model already loaded), then baseline B on its chunks."""
-    from app.service import open_knowledge_base
+    from app.factory import open_knowledge_base
     from ingest.pipeline import FAILED, Source
 
     kb = open_knowledge_base(common.bench_settings(data_dir))

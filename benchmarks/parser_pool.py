@@ -72,7 +72,7 @@ def _latin1(text: str) -> str:
 
 def ingest_seconds(files: list[Path], data_dir: Path, inline: bool) -> float:
     """Seconds for ``KnowledgeBase.ingest`` of ``files`` (model loaded and warm)."""
-    from app.service import open_knowledge_base
+    from app.factory import open_knowledge_base
     from ingest.pipeline import FAILED, Source
 
     kb = open_knowledge_base(common.bench_settings(data_dir))

@@ -121,7 +121,7 @@ def server_pass(
 
 def raw_pass(data_dir: Path, queries: list[str], warmup: int) -> tuple[list[float], dict]:
     """Milliseconds per ``embed_query`` + one Chroma ``query`` in this process; store counts."""
-    from app.service import open_knowledge_base
+    from app.factory import open_knowledge_base
 
     kb = open_knowledge_base(common.bench_settings(data_dir))
     try:

@@ -29,13 +29,14 @@ import numpy as np
 
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker
+from ingest.claims import Claims
 from ingest.loaders import Limits, detect_type
 from ingest.originals import Originals
-from ingest.workers import Cancel
+from ingest.workers import Cancel, Parser, never
 from retrieval.embedders import Embedder
 from retrieval.errors import Cancelled, InvalidDocument
 from retrieval.store import VectorStore
-from retrieval.types import Chunk, Segment
+from retrieval.types import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -44,53 +45,6 @@ QUEUE_DEPTH = 512
 HEAD_BYTES = 8192
 POLL_SECONDS = 0.2
 CANCELLED = "ingest cancelled: the documents in flight were rolled back"
-
-
-def _never() -> bool:
-    return False
-
-
-class Parser(Protocol):
-    """Turns a stored file into segments (``ingest.workers.ParserPool``)."""
-
-    def parse(
-        self, path: Path, name: str, limits: Limits, cancelled: Cancel = _never
-    ) -> Iterator[Segment]:
-        """Stream the file's segments; raise InvalidDocument, or Cancelled."""
-
-    def close(self) -> None:
-        """Stop any helper processes."""
-
-
-class Claims:
-    """Document ids that some run is writing; another run waits for them to be released."""
-
-    def __init__(self) -> None:
-        self._held: dict[str, object] = {}
-        self._changed = threading.Condition()
-
-    def claim(self, document_id: str, holder: object, cancelled: Cancel = _never) -> None:
-        """Take ``document_id`` for ``holder``, waiting while another holder has it."""
-        with self._changed:
-            while self._held.get(document_id, holder) is not holder:
-                if cancelled():
-                    raise Cancelled("cancelled while another upload wrote the same document")
-                self._changed.wait(POLL_SECONDS)
-            self._held[document_id] = holder
-
-    def release(self, document_id: str, holder: object) -> None:
-        """Let other runs write ``document_id`` (only if ``holder`` has it)."""
-        with self._changed:
-            if self._held.get(document_id) is holder:
-                del self._held[document_id]
-                self._changed.notify_all()
-
-    def release_all(self, holder: object) -> None:
-        """Release everything ``holder`` still has (a run that ended early)."""
-        with self._changed:
-            for document_id in [d for d, h in self._held.items() if h is holder]:
-                del self._held[document_id]
-            self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -220,7 +174,7 @@ class Pipeline:
         sources: Iterable[Source],
         on_outcome: Callable[[Outcome], None] | None = None,
         force: bool = False,
-        cancelled: Cancel = _never,
+        cancelled: Cancel = never,
     ) -> list[Outcome]:
         """Ingest every source; one file's failure never stops the others.
 

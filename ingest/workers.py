@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ingest.loaders import Limits, load
 from retrieval.errors import Cancelled, ExtractionFailed, InvalidDocument, LimitExceeded
@@ -62,8 +62,21 @@ class ParseBudget:
 Cancel = Callable[[], bool]
 
 
-def _never() -> bool:
+def never() -> bool:
+    """A ``Cancel`` that never cancels."""
     return False
+
+
+class Parser(Protocol):
+    """Turns a stored file into segments (``ingest.workers.ParserPool``)."""
+
+    def parse(
+        self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
+    ) -> Iterator[Segment]:
+        """Stream the file's segments; raise InvalidDocument, or Cancelled."""
+
+    def close(self) -> None:
+        """Stop any helper processes."""
 
 
 class _Worker:
@@ -116,7 +129,7 @@ class ParserPool:
         self._busy = 0
 
     def parse(
-        self, path: Path, name: str, limits: Limits, cancelled: Cancel = _never
+        self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
     ) -> Iterator[Segment]:
         """Stream the segments of one file; raise InvalidDocument, or Cancelled."""
         while not self._slots.acquire(timeout=POLL_SECONDS):

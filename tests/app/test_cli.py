@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -145,7 +146,7 @@ def test_webui_without_open_webui_installed_says_how_to_get_it(
 def test_search_as_a_user_sees_their_private_upload(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.service import open_knowledge_base
+    from app.factory import open_knowledge_base
     from app.settings import Settings
     from ingest.pipeline import Source
 
@@ -208,16 +209,34 @@ def test_ctrl_c_rolls_back_and_exits_130_without_an_abort(tmp_path: Path, data_d
     env = {**os.environ, "KB_DATA_DIR": str(data_dir)}
     ingest = subprocess.Popen([str(kb), "ingest", str(folder)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # the model is loaded and embedding is under way
+    deadline = time.monotonic() + 120
+    while _indexed(data_dir) < 5:  # the model is loaded and files are being written
+        assert time.monotonic() < deadline and ingest.poll() is None
+        time.sleep(0.3)
     ingest.send_signal(signal.SIGINT)
     out, err = ingest.communicate(timeout=60)
     assert ingest.returncode == 130, err[-2000:]
     assert "terminate called" not in err and "Traceback" not in err
     assert "interrupted: documents in flight were rolled back" in err
-    with sqlite3.connect(data_dir / "catalog.sqlite3") as db:  # rolled back before exit
+    with closing(sqlite3.connect(data_dir / "catalog.sqlite3")) as db:  # rolled back before exit
         assert db.execute("SELECT COUNT(*) FROM pending").fetchone()[0] == 0
     status = subprocess.run([str(kb), "status", "--json"], env=env, capture_output=True,
                             text=True, check=True)
     summary = json.loads(status.stdout)["status"]
     assert 0 < summary["documents_indexed"] < 300
     assert summary["vectors"] == summary["lexical_chunks"] == summary["chunks"]
+
+
+def _indexed(data_dir: Path) -> int:
+    """Documents indexed so far, read while another process writes (WAL allows it)."""
+    import sqlite3
+
+    catalog = data_dir / "catalog.sqlite3"
+    if not catalog.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT COUNT(*) FROM documents WHERE status = 'indexed'").fetchone()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    return int(row[0])

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -107,7 +108,7 @@ def test_a_client_that_hangs_up_cancels_its_upload(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
-    with sqlite3.connect(tmp_path / "data" / "catalog.sqlite3") as db:
+    with closing(sqlite3.connect(tmp_path / "data" / "catalog.sqlite3")) as db:
         assert db.execute("SELECT COUNT(*) FROM pending").fetchone()[0] == 0
 
 
@@ -127,7 +128,7 @@ def test_sigterm_cancels_the_running_job_and_exits_promptly(tmp_path: Path) -> N
     server.wait(timeout=30)
     assert time.monotonic() - stopped < 10
     data = tmp_path / "data"
-    with sqlite3.connect(data / "catalog.sqlite3") as db:
+    with closing(sqlite3.connect(data / "catalog.sqlite3")) as db:
         status, error = db.execute("SELECT status, error FROM jobs").fetchone()
         pending = db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
     assert status == "interrupted" and "upload them again" in error
