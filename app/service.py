@@ -159,12 +159,33 @@ class KnowledgeBase:
         Setting ``cancel`` (or shutting down) rolls back the files in flight and
         raises ``Cancelled``; files already finished stay indexed.
         """
+        return self._ingest(sources, on_outcome, cancel)[0]
+
+    def _ingest(
+        self, sources: Iterable[Source], on_outcome: Callable[[Outcome], None] | None,
+        cancel: threading.Event | None, keep_text: bool = False,
+    ) -> tuple[list[Outcome], dict[str, list[str]]]:
+        """Run the pipeline beside other uploads (a re-index waits): the outcomes, and
+        the text of each parsed document when ``keep_text``."""
         self.check_embedding()
         cancelled = self._cancelled(cancel)
         with self.gate.shared(cancelled):
-            return self._pipeline(self.store, CatalogCommitter(self.catalog, self.store)).run(
-                sources, on_outcome, cancelled=cancelled
-            )
+            pipeline = self._pipeline(self.store, CatalogCommitter(self.catalog, self.store))
+            outcomes = pipeline.run(sources, on_outcome, cancelled=cancelled, keep_text=keep_text)
+        return outcomes, pipeline.texts or {}
+
+    def upload(
+        self, source: Source, cancel: threading.Event | None = None
+    ) -> tuple[Outcome, str | None]:
+        """Ingest one uploaded file; returns its outcome and, unless it failed, its text
+        (from the same parse, or parsed again when nothing needed parsing)."""
+        [outcome], texts = self._ingest([source], None, cancel, keep_text=True)
+        if outcome.status == FAILED:
+            return outcome, None
+        parts = texts.get(outcome.document_id)
+        if parts is None:  # unchanged, or vectors reused: nothing was parsed
+            return outcome, self.extract_text(source.path, source.name, cancel)
+        return outcome, "\n\n".join(parts)
 
     def upload_source(
         self, scheme: str, ref: str, name: str, path: Path, owner: str | None

@@ -36,7 +36,7 @@ from ingest.workers import Cancel, Parser, never
 from retrieval.embedders import Embedder
 from retrieval.errors import Cancelled, InvalidDocument
 from retrieval.store import VectorStore
-from retrieval.types import Chunk
+from retrieval.types import Chunk, Segment
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,8 @@ class Pipeline:
         self.chunker, self.originals, self.limits = chunker, originals, limits
         self.fingerprint, self.committer, self.batch_size = fingerprint, committer, batch_size
         self.parser, self.claims = parser, claims or Claims()
+        # When set (``keep_text``), the text each parsed document yielded, by document id.
+        self.texts: dict[str, list[str]] | None = None
 
     def run(
         self,
@@ -175,12 +177,15 @@ class Pipeline:
         on_outcome: Callable[[Outcome], None] | None = None,
         force: bool = False,
         cancelled: Cancel = never,
+        keep_text: bool = False,
     ) -> list[Outcome]:
         """Ingest every source; one file's failure never stops the others.
 
         ``cancelled`` is polled: once it returns true the run rolls back what is
-        in flight and raises ``Cancelled``.
+        in flight and raises ``Cancelled``. With ``keep_text`` the text of each
+        parsed document is kept in ``self.texts`` (one parse serves both).
         """
+        self.texts = {} if keep_text else None
         events: queue.Queue[object] = queue.Queue(maxsize=QUEUE_DEPTH)
         stop = threading.Event()
         producer = threading.Thread(
@@ -302,6 +307,8 @@ class Pipeline:
     def _parse(self, doc: Document, stored: Path, cancelled: Cancel) -> Iterator[Event]:
         try:
             segments = self.parser.parse(stored, doc.source, self.limits, cancelled)
+            if self.texts is not None:
+                segments = _kept(segments, self.texts.setdefault(doc.id, []))
             yield from self.chunker.chunks(
                 segments, document_id=doc.id, source=doc.source, generation=doc.generation,
                 owner=doc.owner,
@@ -392,6 +399,12 @@ class Pipeline:
                 self.committer.abort(doc)
             except Exception:  # the store may be what failed; recovery finishes the job
                 log.warning("rollback of %s deferred to the next start", doc.source)
+
+
+def _kept(segments: Iterator[Segment], texts: list[str]) -> Iterator[Segment]:
+    for segment in segments:
+        texts.append(segment.text)
+        yield segment
 
 
 def _put(out: queue.Queue[object], item: object, stop: threading.Event) -> bool:

@@ -59,10 +59,9 @@ async def _process(
     try:
         scheme, ref = ("owui", file_id) if file_id else ("upload", name)
         source = kb.upload_source(scheme, ref, name, path, owner)
-        outcome = (await run_in_threadpool(kb.ingest, [source], None, cancel))[0]
-        if outcome.status == FAILED:
+        outcome, text = await run_in_threadpool(kb.upload, source, cancel)
+        if outcome.status == FAILED or text is None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: {outcome.error}")
-        text = await run_in_threadpool(kb.extract_text, path, name, cancel)
     finally:
         cancel.set()
         watcher.cancel()

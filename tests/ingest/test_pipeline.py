@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,9 @@ import pytest
 from app.service import KnowledgeBase
 from ingest.loaders import Limits
 from ingest.pipeline import Source
+from ingest.workers import Cancel, Parser, ParserPool, never
 from retrieval.embedders import Embedder
-from retrieval.types import Chunk
+from retrieval.types import Chunk, Segment
 from tests.conftest import MakeKb, write
 from tests.filegen import make_docx, make_encrypted_pdf, make_pdf, make_scanned_pdf
 
@@ -325,3 +326,32 @@ def test_a_file_refused_by_type_is_not_stored_and_removes_cleanly(
     assert not [p for p in kb.originals.root.rglob("*") if p.is_file()]
     assert [d.source for d in kb.remove("scan.pdf")] == ["scan.pdf"]
     assert kb.originals.root.is_dir() and kb.catalog.documents() == []
+
+
+class CountingParser:
+    """The real pool, counting the files it parses."""
+
+    def __init__(self, pool: Parser) -> None:
+        self.pool, self.calls = pool, 0
+
+    def parse(self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
+              ) -> Iterator[Segment]:
+        self.calls += 1
+        return self.pool.parse(path, name, limits, cancelled)
+
+    def close(self) -> None:
+        """The pool is shared: left open."""
+
+
+def test_an_upload_is_parsed_once_for_its_chunks_and_its_text(
+    make_kb: MakeKb, parser_pool: ParserPool, tmp_path: Path
+) -> None:
+    counting = CountingParser(parser_pool)
+    kb = make_kb(parser=counting)
+    path = write(tmp_path / "p.txt", PARIS)
+    outcome, text = kb.upload(Source("owui:1", "p.txt", path))
+    assert outcome.status == "added" and counting.calls == 1
+    assert text is not None and text.strip() == PARIS.strip()
+    again, text = kb.upload(Source("owui:1", "p.txt", path))  # unchanged: parsed for its text
+    assert again.status == "unchanged" and counting.calls == 2
+    assert text is not None and text.strip() == PARIS.strip()
