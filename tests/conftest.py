@@ -43,15 +43,21 @@ def start_chroma(path: Path) -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    wait_until_up(process, f"{url}/api/v2/heartbeat", 60)
+    return process, url
+
+
+def wait_until_up(process: subprocess.Popen[Any], url: str, seconds: float) -> None:
+    """Poll ``url`` until it answers 200; kill ``process`` and fail if it never does."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/api/v2/heartbeat").status_code == 200:
-                return process, url
+            if httpx.get(url).status_code == 200:
+                return
         except httpx.TransportError:
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError("chroma run did not start within 60 s")
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_up
 from tests.filegen import make_slow_pdf
 
 KB = Path(sys.executable).with_name("kb")
@@ -22,18 +22,9 @@ KB = Path(sys.executable).with_name("kb")
 
 @pytest.mark.slow
 def test_serve_ingest_search_and_busy_data_dir(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "KB_DATA_DIR": str(tmp_path / "data"), "KB_PORT": str(port)}
-    server = subprocess.Popen([str(KB), "serve"], env=env, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
+    server, base = start(tmp_path)
+    env = {**os.environ, "KB_DATA_DIR": str(tmp_path / "data")}
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
         files = [("files", ("tea.txt", b"Green tea is steeped at eighty degrees."))]
         job = httpx.post(f"{base}/v1/documents", files=files).json()
         for _ in range(100):
@@ -57,15 +48,8 @@ def start(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
     full = {**os.environ, "KB_DATA_DIR": str(tmp_path / "data"), "KB_PORT": str(port), **env}
     server = subprocess.Popen([str(KB), "serve"], env=full, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                return server, base
-        except httpx.TransportError:
-            time.sleep(0.3)
-    server.kill()
-    raise AssertionError("kb serve did not become ready")
+    wait_until_up(server, f"{base}/readyz", 90)
+    return server, base
 
 
 def busy_children(pid: int, seconds: float = 1.5) -> float:
