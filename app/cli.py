@@ -251,7 +251,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     kb = _open(settings)
     try:
         summary = kb.status()
-        docs = kb.catalog.documents(None if args.all else "failed")
+        docs = kb.documents(None if args.all else "failed")
     finally:
         kb.close()
     if args.json:
@@ -289,7 +289,7 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     """Re-embed everything into a new collection and switch to it when complete."""
     kb = _open(settings)
     try:
-        total = kb.catalog.counts().get("documents_indexed", 0)
+        total = kb.counts().get("documents_indexed", 0)
         with _progress(total, "reindex") as tick:
             outcomes = kb.reindex(tick)
     finally:

@@ -32,7 +32,7 @@ class Metrics:
 
     def render(self, kb: KnowledgeBase) -> Response:
         """The exposition text, with catalog gauges refreshed."""
-        counts = kb.catalog.counts()
+        counts = kb.counts()
         for status in ("indexed", "failed"):
             self.documents.labels(status).set(counts.get(f"documents_{status}", 0))
         self.chunks.set(counts.get("chunks", 0))

@@ -121,7 +121,6 @@ class KnowledgeBase:
             self._rebuild_lexical()
         self.originals.sweep_incoming()
         _empty_folder(self.data_dir / "uploads")  # received by a process that is gone
-        self.catalog.interrupt_jobs()
 
     def _rebuild_lexical(self) -> None:
         """Refill a missing, damaged or stale lexical index from the vector store's chunks."""
@@ -294,6 +293,46 @@ class KnowledgeBase:
             self.store = store
             self.indexes.drop(old.name, old)
             return outcomes
+
+    # -- reading -------------------------------------------------------------
+
+    def documents(self, status: str | None = None) -> list[Document]:
+        """Every document (or those of one status), by source name."""
+        return self.catalog.documents(status)
+
+    def document(self, document_id: str) -> Document:
+        """One document by id; ``DocumentNotFound`` when there is none."""
+        doc = self.catalog.get(document_id)
+        if doc is None:
+            raise DocumentNotFound(
+                f"no document with id {document_id!r}; list them at /v1/documents"
+            )
+        return doc
+
+    def counts(self) -> dict[str, int]:
+        """Documents by status and indexed chunks."""
+        return self.catalog.counts()
+
+    def readiness(self) -> dict[str, str]:
+        """Each dependency's state: "ok…" or why it is not ready."""
+        checks: dict[str, str] = {}
+        try:
+            self.backend.heartbeat()
+            checks["chroma"] = "ok"
+        except KbError as exc:
+            checks["chroma"] = str(exc)
+        try:
+            self.catalog.counts()
+            checks["catalog"] = "ok"
+        except Exception as exc:  # sqlite errors: report, don't crash the probe
+            checks["catalog"] = f"catalog unreadable: {exc}"
+        checks["embedder"] = f"ok ({self.embedder.name}, {self.embedder.dimension} dims)"
+        return checks
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where uploads are received before ingest (emptied at start)."""
+        return self.data_dir / "uploads"
 
     def status(self) -> dict[str, Any]:
         """Counts and configuration, for `kb status` and the API."""

@@ -16,7 +16,6 @@ and search ignores any vector whose generation is not current.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -50,21 +49,9 @@ CREATE TABLE IF NOT EXISTS pending (
     PRIMARY KEY (document_id, generation)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    total INTEGER NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0,
-    results TEXT NOT NULL DEFAULT '[]',
-    error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
 """
 
 INDEXED, FAILED = "indexed", "failed"
-INTERRUPTED = "interrupted"  # a job the service stopped before it finished
 
 
 @dataclass
@@ -83,21 +70,6 @@ class Document:
     generation: int = 0
     fingerprint: str = ""
     owner: str | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-
-
-@dataclass
-class Job:
-    """A background job and the outcome of each of its files so far."""
-
-    id: str
-    kind: str
-    status: str  # queued | running | done | failed | interrupted
-    total: int
-    done: int = 0
-    results: list[dict[str, Any]] | None = None
-    error: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -319,42 +291,3 @@ class Catalog:
                 db.execute("DELETE FROM meta WHERE key = ?", [key])
             else:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
-
-    # -- jobs -------------------------------------------------------------
-
-    def create_job(self, job: Job) -> None:
-        """Store a new job."""
-        now = time.time()
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO jobs (id, kind, status, total, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?)",
-                [job.id, job.kind, job.status, job.total, now, now],
-            )
-
-    def update_job(self, job_id: str, **changes: Any) -> None:
-        """Update some of a job's fields."""
-        if "results" in changes:
-            changes["results"] = json.dumps(changes["results"])
-        changes["updated_at"] = time.time()
-        cols = ", ".join(f"{k} = ?" for k in changes)
-        with self._tx() as db:
-            db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*changes.values(), job_id])
-
-    def get_job(self, job_id: str) -> Job | None:
-        """A job by id."""
-        rows = self._query("SELECT * FROM jobs WHERE id = ?", [job_id])
-        if not rows:
-            return None
-        data = dict(rows[0])
-        data["results"] = json.loads(data["results"])
-        return Job(**data)
-
-    def interrupt_jobs(self) -> None:
-        """Jobs left running by a previous process will never finish: say so."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE jobs SET status = 'interrupted', error = 'interrupted: the service"
-                " stopped before the job finished; upload the files again' WHERE status IN"
-                " ('queued', 'running')"
-            )

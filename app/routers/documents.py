@@ -10,7 +10,6 @@ from app.deps import JobsDep, KbDep, SettingsDep
 from app.routers.jobs import JobView
 from app.uploads import BadUpload, UploadTooLarge, receive_files
 from ingest.catalog import Document
-from retrieval.errors import DocumentNotFound
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
@@ -47,7 +46,7 @@ async def upload(request: Request, kb: KbDep, jobs: JobsDep, settings: SettingsD
 
     A file with the same name as an earlier upload replaces it. Poll the returned job.
     """
-    folder = kb.data_dir / "uploads"
+    folder = kb.uploads_dir
     try:
         files = await receive_files(
             request.headers.get("content-type", ""), request.stream(), folder,
@@ -68,21 +67,17 @@ async def upload(request: Request, kb: KbDep, jobs: JobsDep, settings: SettingsD
 @router.get("/documents")
 def list_documents(kb: KbDep) -> DocumentList:
     """Every document with its status (indexed, or failed with the reason)."""
-    return DocumentList(documents=[DocumentView.of(d) for d in kb.catalog.documents()])
+    return DocumentList(documents=[DocumentView.of(d) for d in kb.documents()])
 
 
 @router.get("/documents/{document_id}")
 def get_document(document_id: str, kb: KbDep) -> DocumentView:
     """One document by id."""
-    doc = kb.catalog.get(document_id)
-    if doc is None:
-        raise DocumentNotFound(f"no document with id {document_id!r}; list them at /v1/documents")
-    return DocumentView.of(doc)
+    return DocumentView.of(kb.document(document_id))
 
 
 @router.delete("/documents/{document_id}")
 def delete_document(document_id: str, kb: KbDep) -> DocumentView:
     """Delete a document and all its vectors."""
-    if kb.catalog.get(document_id) is None:
-        raise DocumentNotFound(f"no document with id {document_id!r}; list them at /v1/documents")
+    kb.document(document_id)  # 404 unless it exists; then remove by id alone
     return DocumentView.of(kb.remove(document_id)[0])

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.deps import KbDep
-from retrieval.errors import KbError
 
 router = APIRouter(tags=["health"])
 
@@ -20,18 +19,7 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz")
 def readyz(kb: KbDep) -> JSONResponse:
     """The catalog, the vector store and the embedder all answer."""
-    checks: dict[str, str] = {}
-    try:
-        kb.backend.heartbeat()
-        checks["chroma"] = "ok"
-    except KbError as exc:
-        checks["chroma"] = str(exc)
-    try:
-        kb.catalog.counts()
-        checks["catalog"] = "ok"
-    except Exception as exc:  # sqlite errors: report, don't crash the probe
-        checks["catalog"] = f"catalog unreadable: {exc}"
-    checks["embedder"] = f"ok ({kb.embedder.name}, {kb.embedder.dimension} dims)"
+    checks = kb.readiness()
     ready = all(v == "ok" or v.startswith("ok ") for v in checks.values())
     body = {"status": "ready" if ready else "not ready", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)

@@ -8,13 +8,13 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 
 from app.deps import JobsDep
-from ingest.catalog import Job
+from app.jobstore import Job
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
 class JobView(BaseModel):
-    """A job: status is queued, running, done or failed; results has one entry per file."""
+    """A job: status is queued, running, done, failed or interrupted; one result per file."""
 
     id: str
     kind: str

@@ -53,7 +53,7 @@ async def _process(
         owner = None  # KB_SHARE_ADMIN_UPLOADS: admins curate the shared knowledge
     if file_id and name.startswith(f"{file_id}_"):
         name = name[len(file_id) + 1 :]  # Open WebUI stores uploads as "<file id>_<name>"
-    path = await _receive(request, kb.data_dir / "uploads", settings.max_file_bytes)
+    path = await _receive(request, kb.uploads_dir, settings.max_file_bytes)
     cancel = threading.Event()  # the client hung up, or the server is stopping
     watcher = asyncio.create_task(_watch_disconnect(request, cancel))
     try:

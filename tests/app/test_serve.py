@@ -112,8 +112,9 @@ def test_sigterm_cancels_the_running_job_and_exits_promptly(tmp_path: Path) -> N
     server.wait(timeout=30)
     assert time.monotonic() - stopped < 10
     data = tmp_path / "data"
-    with closing(sqlite3.connect(data / "catalog.sqlite3")) as db:
+    with closing(sqlite3.connect(data / "jobs.sqlite3")) as db:
         status, error = db.execute("SELECT status, error FROM jobs").fetchone()
+    with closing(sqlite3.connect(data / "catalog.sqlite3")) as db:
         pending = db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
     assert status == "interrupted" and "upload them again" in error
     assert pending == 0
