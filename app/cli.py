@@ -294,7 +294,7 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
             outcomes = kb.reindex(tick)
     finally:
         kb.close()
-    print(f"re-indexed {len(outcomes)} documents into {kb.store.name}")
+    print(f"re-indexed {len(outcomes)} documents into {kb.collection}")
     return 0
 
 

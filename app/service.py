@@ -330,6 +330,11 @@ class KnowledgeBase:
         return checks
 
     @property
+    def collection(self) -> str:
+        """The name of the collection searches and uploads use now."""
+        return self.store.name
+
+    @property
     def uploads_dir(self) -> Path:
         """Where uploads are received before ingest (emptied at start)."""
         return self.data_dir / "uploads"

@@ -33,7 +33,7 @@ from app.service import KnowledgeBase  # noqa: E402
 from ingest.chunking import ChunkSettings  # noqa: E402
 from ingest.loaders import Limits  # noqa: E402
 from ingest.pipeline import Source  # noqa: E402
-from retrieval.remote import OpenAIEmbedder  # noqa: E402
+from retrieval.embedders import OpenAIEmbedder  # noqa: E402
 from retrieval.store import ChromaBackend  # noqa: E402
 from tests.vllm_server import EMBED_MODEL, RecordingTransport, VllmServer  # noqa: E402
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from ingest.pipeline import Source
+from retrieval.embedders import OpenAIEmbedder
 from retrieval.errors import ConfigurationError
-from retrieval.remote import OpenAIEmbedder
 from tests.conftest import MakeKb, write
 from tests.vllm_server import RecordingTransport, VllmServer
 

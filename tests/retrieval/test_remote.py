@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from ingest.pipeline import Source
-from retrieval.embedders import Embedder, LocalEmbedder
+from retrieval.embedders import Embedder, LocalEmbedder, OpenAIEmbedder
 from retrieval.errors import ConfigurationError, UpstreamUnavailable
-from retrieval.remote import OpenAIEmbedder
 from tests.conftest import MakeKb, write
 from tests.vllm_server import EMBED_MODEL, RecordingTransport, VllmServer
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from retrieval.embedders import Embedder, fast_tokenizer, tokenizer_file
+from retrieval.embedders.base import Embedder, fast_tokenizer, tokenizer_file
 from retrieval.errors import ConfigurationError, UpstreamUnavailable
 from retrieval.openai_http import RetriesExhausted, check_status, post_retrying, served_model
 

@@ -1,19 +1,10 @@
-"""Embedders: turn texts into unit-length vectors.
-
-``Embedder`` is the one protocol; the pipeline batches on top of it. An
-implementation may run in-process (``LocalEmbedder``) or call a server; it
-says how many batches it can take at once (``max_concurrency``) so the
-pipeline can keep a remote server busy, and how to count tokens so chunks
-never exceed what the model accepts.
-"""
+"""``LocalEmbedder``: sentence-transformers on CPU, in-process, from a local folder."""
 
 from __future__ import annotations
 
-import functools
 import queue
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,50 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.embedders.base import DEFAULT_MODEL, Embedder, fast_tokenizer, format_query
 from retrieval.errors import ConfigurationError
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-
-
-def format_query(instruction: str | None, query: str) -> str:
-    """Qwen3-style instruction prefix for queries; documents get none."""
-    if not instruction:
-        return query
-    return f"Instruct: {instruction}\nQuery:{query}"
-
-
-class Embedder(ABC):
-    """An embedding model: documents and queries in, unit vectors out."""
-
-    name: str
-    dimension: int
-    max_tokens: int  # longest input, in the model's tokens, special tokens included
-    max_concurrency: int = 1  # batches that may be in flight at once
-    query_instruction: str | None = None
-
-    @abstractmethod
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts as they are; returns float32 unit vectors, one row per text."""
-
-    @abstractmethod
-    def count_tokens(self, text: str) -> int:
-        """Number of model tokens in ``text``, without special tokens."""
-
-    @property
-    def special_tokens(self) -> int:
-        """Tokens the model adds around every input (e.g. [CLS] and [SEP])."""
-        return 2
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed document chunks (no instruction)."""
-        return self.embed(texts)
-
-    def embed_query(self, query: str) -> np.ndarray:
-        """Embed one search query, with the query instruction when configured."""
-        return self.embed([format_query(self.query_instruction, query)])[0]
-
-    def close(self) -> None:  # noqa: B027 - optional: most embedders hold nothing
-        """Stop background threads and release connections (nothing by default)."""
 
 
 class LocalEmbedder(Embedder):
@@ -237,50 +186,3 @@ def resolve_local_model(model: str | Path | None) -> Path:
     return path
 
 
-def tokenizer_file(path: Path) -> Path:
-    """The tokenizer.json of a model folder, or ``path`` itself when it is that file."""
-    return path / "tokenizer.json" if path.is_dir() else path
-
-
-def fast_tokenizer(path: Path) -> Callable[[str], int]:
-    """A cached token counter; the splitter asks for the same words again and again."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_file(path)))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-
-    @functools.lru_cache(maxsize=65536)
-    def count(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False).ids)
-
-    return count
-
-
-def make_embedder(
-    url: str | None,
-    model: str | None,
-    *,
-    dimensions: int | None = None,
-    query_instruction: str | None = None,
-    api_key: str | None = None,
-    tokenizer: str | None = None,
-) -> Embedder:
-    """Choose the embedder from settings: servers when ``url`` is set, else in-process.
-
-    ``url`` may list several replicas separated by commas; they share the load.
-    """
-    if url:
-        from retrieval.remote import OpenAIEmbedder
-
-        urls = [u.strip() for u in url.split(",") if u.strip()]
-        return OpenAIEmbedder(
-            urls, model or DEFAULT_MODEL, dimensions=dimensions,
-            query_instruction=query_instruction, api_key=api_key, tokenizer=tokenizer,
-        )
-    if dimensions:
-        raise ConfigurationError(
-            "KB_EMBEDDING_DIMENSIONS applies to an embedding server (KB_EMBEDDING_URL); "
-            "unset it for the in-process model"
-        )
-    return LocalEmbedder(model, query_instruction=query_instruction)
