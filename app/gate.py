@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ingest.workers import Cancel, never
 from retrieval.errors import Cancelled
 
 
@@ -24,7 +25,7 @@ class Gate:
         self._waiting = 0
 
     @contextmanager
-    def shared(self, cancelled: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    def shared(self, cancelled: Cancel = never) -> Iterator[None]:
         """Enter alongside other shared holders; raise Cancelled if told to while waiting."""
         with self._changed:
             while self._exclusive or self._waiting:

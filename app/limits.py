@@ -7,6 +7,7 @@ oversized request costs at most one limit's worth of reading.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import HTTPException, status
@@ -55,8 +56,6 @@ class BodyLimit:
 
 
 async def _refuse(send: Any, message: str) -> None:
-    import json
-
     body = json.dumps({"detail": message}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
