@@ -305,8 +305,20 @@ def cmd_webui(settings: Settings, args: argparse.Namespace) -> int:
     kb_url = args.kb_url or f"http://127.0.0.1:{settings.port}"
     data_dir = (args.data_dir or settings.data_dir / "open-webui").expanduser().resolve()
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    admin = None
+    if settings.webui_admin_email and settings.webui_admin_password:
+        admin = (settings.webui_admin_email, settings.webui_admin_password.get_secret_value())
+    if not settings.webui_url:
+        print(
+            f"kb: to have kb follow deletions made in Open WebUI, start `kb serve` with "
+            f"KB_WEBUI_URL=http://{args.host}:{args.port} and KB_WEBUI_ADMIN_EMAIL/PASSWORD "
+            "(or KB_WEBUI_API_KEY)",
+            file=sys.stderr,
+        )
     try:
-        return run_webui(settings.webui_venv, kb_url, api_key, data_dir, args.host, args.port)
+        return run_webui(
+            settings.webui_venv, kb_url, api_key, data_dir, args.host, args.port, admin
+        )
     except FileNotFoundError as exc:
         return _error(str(exc))
 

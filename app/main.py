@@ -16,8 +16,10 @@ from app.factory import open_knowledge_base
 from app.jobs import JobRunner
 from app.limits import BodyLimit
 from app.metrics import Metrics, MetricsMiddleware
-from app.routers import answer, chat, documents, health, jobs, process, search
+from app.routers import answer, chat, documents, health, jobs, process, search, webui
+from app.service import KnowledgeBase
 from app.settings import MB, Settings
+from app.webui_sync import DeletionFollower, WebUIAdmin
 from retrieval.errors import KbError
 
 log = logging.getLogger("kb")
@@ -41,11 +43,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     app.state.kb = kb
     app.state.jobs = JobRunner(kb)
+    follower = app.state.webui_follower = deletion_follower(app.state.settings, kb)
     try:
+        if follower is not None:
+            follower.start()
         yield
     finally:
+        if follower is not None:
+            follower.close()
         app.state.jobs.close()
         kb.close()
+
+
+def deletion_follower(settings: Settings, kb: KnowledgeBase) -> DeletionFollower | None:
+    """What follows deletions in Open WebUI, when kb knows where it is (KB_WEBUI_URL)."""
+    if not settings.webui_url:
+        return None
+    secret = lambda s: s.get_secret_value() if s is not None else None  # noqa: E731
+    admin = WebUIAdmin(
+        settings.webui_url, secret(settings.webui_api_key), settings.webui_admin_email,
+        secret(settings.webui_admin_password),
+    )
+    return DeletionFollower(kb, admin, settings.webui_reconcile_minutes * 60)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -70,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (search, answer, chat, documents, jobs, process):
         app.include_router(module.router, dependencies=secured)
     app.include_router(health.router)
+    app.include_router(webui.router)  # Open WebUI's webhook: its own token check
     return app
 
 

@@ -21,7 +21,7 @@ from ingest.claims import Claims
 from ingest.commit import CatalogCommitter, CollectingCommitter
 from ingest.loaders import PARSER_VERSION, Limits
 from ingest.originals import Originals
-from ingest.pipeline import FAILED, Outcome, Pipeline, Source, upload_key
+from ingest.pipeline import FAILED, Outcome, Pipeline, Source, upload_key, upload_ref
 from ingest.workers import Parser, ParserPool
 from retrieval.answer import Citation, answer_stream
 from retrieval.chat import ChatModel
@@ -38,6 +38,7 @@ from retrieval.types import Chunk, Results
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 3  # chunk layout in the stores; 2 added the owner, 3 the title in front
+WEBUI_SCHEME = "owui"  # keys of uploads through Open WebUI: owui:<owner>:<file id>
 
 
 class KnowledgeBase:
@@ -193,7 +194,10 @@ class KnowledgeBase:
         name), so a re-upload by the same owner replaces it and nobody else's can."""
         key = upload_key(scheme, owner, ref)
         # Keys from before the owner was part of them (one owner's documents only).
-        legacy = f"{scheme}:{ref}" if scheme == "owui" or owner is None else f"upload:{owner}:{ref}"
+        legacy = (
+            f"{scheme}:{ref}" if scheme == WEBUI_SCHEME or owner is None
+            else f"upload:{owner}:{ref}"
+        )
         old = self.catalog.by_key(legacy)
         if old is not None and old.owner == owner and self.catalog.by_key(key) is None:
             key = legacy
@@ -256,6 +260,24 @@ class KnowledgeBase:
         docs = self.catalog.find(ref)
         if not docs:
             raise DocumentNotFound(f"no document with id or name {ref!r}; see `kb status`")
+        self._remove(docs)
+        return docs
+
+    def webui_files(self) -> dict[str, list[Document]]:
+        """The documents uploaded through Open WebUI, by its file id."""
+        files: dict[str, list[Document]] = {}
+        for doc in self.catalog.with_scheme(WEBUI_SCHEME):
+            files.setdefault(upload_ref(doc.key), []).append(doc)
+        return files
+
+    def remove_webui_files(self, file_ids: Iterable[str]) -> list[Document]:
+        """Delete the documents uploaded as these Open WebUI files (gone there)."""
+        wanted = set(file_ids)
+        docs = [d for f, ds in self.webui_files().items() if f in wanted for d in ds]
+        self._remove(docs)
+        return docs
+
+    def _remove(self, docs: list[Document]) -> None:
         holder = object()
         with self.gate.shared():
             for doc in docs:
@@ -269,7 +291,6 @@ class KnowledgeBase:
                         self.originals.discard(doc.content_hash)
                 finally:
                     self.claims.release(doc.id, holder)
-        return docs
 
     def reindex(self, on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
         """Re-embed every document into a new collection; switch only when all succeeded."""

@@ -91,11 +91,24 @@ class Settings(BaseSettings):
     webui_venv: Path = Field(
         default=Path("~/.cache/kb/openwebui-venv"), description="where `kb webui` finds Open WebUI"
     )
+    webui_url: str | None = Field(
+        default=None, description="Open WebUI's address, so kb follows deletions made there"
+    )
+    webui_api_key: SecretStr | None = Field(
+        default=None, description="an Open WebUI admin's API key (or give the admin's e-mail "
+        "and password)",
+    )
+    webui_admin_email: str | None = None
+    webui_admin_password: SecretStr | None = None
+    webui_reconcile_minutes: float = Field(
+        default=10, gt=0, description="how often kb checks Open WebUI for deletions it missed"
+    )
 
     @field_validator(
         "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
         "llm_model", "embedding_dimensions", "api_key", "embedding_api_key", "tokenizer",
         "llm_api_key", "rerank_url", "rerank_model", "rerank_api_key", "embedding_scripts",
+        "webui_url", "webui_api_key", "webui_admin_email", "webui_admin_password",
         mode="before",
     )
     @classmethod

@@ -49,6 +49,11 @@ def webui_environment(kb_url: str, api_key: str | None, data_dir: Path) -> dict[
         "EXTERNAL_DOCUMENT_LOADER_API_KEY": key,
         "EXTERNAL_DOCUMENT_LOADER_HEADERS": json.dumps(LOADER_HEADERS),
         "BYPASS_EMBEDDING_AND_RETRIEVAL": "true",
+        # Deletions reach kb: every event goes to kb, which checks it against Open WebUI's
+        # API. Webhooks carry no header, so the key rides in the URL; kb is usually on a
+        # private address, which Open WebUI refuses without local fetching allowed.
+        "WEBHOOK_URL": f"{base}/v1/webui/events" + (f"?token={api_key}" if api_key else ""),
+        "ENABLE_LOCAL_WEB_FETCH": "true",
         # A file attached in a chat: its text goes in a system message, so the user
         # turn kb searches with stays the user's question.
         "RAG_SYSTEM_CONTEXT": "true",
@@ -74,15 +79,24 @@ def webui_executable(venv: Path) -> Path:
 
 
 def run_webui(
-    venv: Path, kb_url: str, api_key: str | None, data_dir: Path, host: str, port: int
+    venv: Path, kb_url: str, api_key: str | None, data_dir: Path, host: str, port: int,
+    admin: tuple[str, str] | None = None,
 ) -> int:
-    """Run ``open-webui serve`` in the foreground, wired to kb; returns its exit code."""
+    """Run ``open-webui serve`` in the foreground, wired to kb; returns its exit code.
+
+    ``admin`` (e-mail, password): the admin created at first start, the one kb signs in
+    as to follow deletions (KB_WEBUI_ADMIN_EMAIL, KB_WEBUI_ADMIN_PASSWORD).
+    """
     program = webui_executable(venv)
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **webui_environment(kb_url, api_key, data_dir)}
+    who = "the first account to sign up is the admin"
+    if admin is not None:
+        env["WEBUI_ADMIN_EMAIL"], env["WEBUI_ADMIN_PASSWORD"] = admin
+        who = f"admin {admin[0]}"
     print(
         f"kb: Open WebUI on http://{host}:{port}, wired to kb at {kb_url} "
-        f"(data in {data_dir}); the first account to sign up is the admin",
+        f"(data in {data_dir}); {who}",
         file=sys.stderr,
     )
     command = [str(program), "serve", "--host", host, "--port", str(port)]

@@ -128,6 +128,14 @@ class Catalog:
         )
         return [Document(**dict(r)) for r in rows]
 
+    def with_scheme(self, scheme: str) -> list[Document]:
+        """Documents whose key starts with ``scheme:`` (e.g. every upload from Open WebUI)."""
+        prefix = f"{scheme}:"
+        rows = self._query(
+            "SELECT * FROM documents WHERE substr(key, 1, ?) = ? ORDER BY id", [len(prefix), prefix]
+        )
+        return [Document(**dict(r)) for r in rows]
+
     def find_hash(self, content_hash: str) -> list[str]:
         """Ids of documents whose content has this hash."""
         rows = self._query("SELECT id FROM documents WHERE content_hash = ?", [content_hash])

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -66,6 +66,11 @@ def upload_key(scheme: str, owner: str | None, ref: str) -> str:
     """An upload's key: scheme, owner ("" when shared) and ref, each percent-encoded, so
     no two (owner, ref) pairs meet in one key whatever ':' they hold."""
     return ":".join((scheme, quote(owner or "", safe=""), quote(ref, safe="")))
+
+
+def upload_ref(key: str) -> str:
+    """The ref an upload key was minted from (its last part), e.g. Open WebUI's file id."""
+    return unquote(key.rpartition(":")[2])
 
 
 def document_id(key: str) -> str:

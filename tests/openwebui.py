@@ -32,8 +32,10 @@ def webui_venv() -> Path:
 class OpenWebUI(ServerProcess):
     """`kb webui` on a free port, wired to ``kb``, with an admin created from the environment."""
 
-    def __init__(self, kb: KbServer, data_dir: Path, log_path: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self, kb: KbServer, data_dir: Path, log_path: Path, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,

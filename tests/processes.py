@@ -24,7 +24,7 @@ class ServerProcess:
         startup_seconds: float, cwd: Path | None = None,
     ) -> None:
         self.log_path = log_path
-        self._log = log_path.open("w")
+        self._log = log_path.open("a")  # a restart keeps the earlier run's lines
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
             start_new_session=True,  # stop() ends the server and its workers together
@@ -65,8 +65,10 @@ class ServerProcess:
 class KbServer(ServerProcess):
     """`kb serve` on a free port with its own data directory."""
 
-    def __init__(self, data_dir: Path, log_path: Path, **settings: str) -> None:
-        self.port = free_port()
+    def __init__(
+        self, data_dir: Path, log_path: Path, port: int | None = None, **settings: str
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "KB_DATA_DIR": str(data_dir), "KB_PORT": str(self.port)}
         env.update({f"KB_{k.upper()}": v for k, v in settings.items()})

@@ -99,6 +99,18 @@ def test_open_webui_is_wired_to_kb_exactly_as_kb_webui_does() -> None:
     assert json.loads(webui["OPENAI_API_CONFIGS"])["0"]["headers"] == {"X-Kb-Task": "{{TASK}}"}
 
 
+def test_kb_follows_deletions_in_the_open_webui_it_sends_events_to() -> None:
+    kb, webui = env_of("kb"), env_of("open-webui")
+    port = SERVICES["open-webui"]["ports"][0].split(":")[-1]
+    assert kb["KB_WEBUI_URL"] == f"http://open-webui:{port}"
+    # kb signs in as the admin Open WebUI creates at first start.
+    assert kb["KB_WEBUI_ADMIN_EMAIL"].startswith("${WEBUI_ADMIN_EMAIL:?")
+    assert webui["WEBUI_ADMIN_EMAIL"] == "${WEBUI_ADMIN_EMAIL}"
+    assert webui["WEBHOOK_URL"] == "http://kb:8000/v1/webui/events?token=${KB_API_KEY}"
+    example = (ROOT / ".env.example").read_text()
+    assert "WEBUI_ADMIN_EMAIL=" in example and "WEBUI_ADMIN_PASSWORD=" in example
+
+
 def test_ports_and_volumes_are_consistent() -> None:
     host_ports = [p.split(":")[0] for s in SERVICES.values() for p in s.get("ports", [])]
     assert len(host_ports) == len(set(host_ports))

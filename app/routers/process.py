@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import ROLE_HEADER, KbDep, SettingsDep, ViewerDep
 from app.errors import status_for
-from app.service import KnowledgeBase
+from app.service import WEBUI_SCHEME, KnowledgeBase
 from app.settings import MB, Settings
 from ingest.pipeline import FAILED
 from retrieval.errors import KbError
@@ -57,7 +57,7 @@ async def _process(
     cancel = threading.Event()  # the client hung up, or the server is stopping
     watcher = asyncio.create_task(_watch_disconnect(request, cancel))
     try:
-        scheme, ref = ("owui", file_id) if file_id else ("upload", name)
+        scheme, ref = (WEBUI_SCHEME, file_id) if file_id else ("upload", name)
         source = kb.upload_source(scheme, ref, name, path, owner)
         outcome, text = await run_in_threadpool(kb.upload, source, cancel)
         if outcome.status == FAILED or text is None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.openwebui import API_KEY, OpenWebUI, webui_venv
+from tests.conftest import free_port
+from tests.openwebui import ADMIN_EMAIL, ADMIN_PASSWORD, API_KEY, OpenWebUI, webui_venv
 from tests.processes import KbServer
 from tests.vllm_server import VllmServer
 
@@ -20,6 +21,15 @@ class Stack:
     kb: KbServer
     webui: OpenWebUI
     kb_settings: dict[str, str]
+    kb_dir: Path
+
+    def restart_kb(self, between: Callable[[], None] = lambda: None) -> None:
+        """Stop kb, run ``between`` while it is down, start it again (same data, same port)."""
+        self.kb.stop()
+        between()
+        self.kb = KbServer(
+            self.kb_dir, self.kb.log_path, self.kb.port, api_key=API_KEY, **self.kb_settings
+        )
 
     def stop(self) -> None:
         """Stop Open WebUI, then kb."""
@@ -28,11 +38,21 @@ class Stack:
 
 
 def start_stack(folder: Path, **kb_settings: str) -> Stack:
-    """Start kb with ``kb_settings`` (KB_* without the prefix), then Open WebUI wired to it."""
+    """Start kb with ``kb_settings`` (KB_* without the prefix), then Open WebUI wired to it.
+
+    kb follows deletions in that Open WebUI (signed in as its admin) from the start: it
+    waits for Open WebUI to answer, as in the compose file.
+    """
     webui_venv()  # skip early, before starting anything, when Open WebUI is not installed
+    webui_port = free_port()
+    kb_settings = {
+        "webui_url": f"http://127.0.0.1:{webui_port}", "webui_admin_email": ADMIN_EMAIL,
+        "webui_admin_password": ADMIN_PASSWORD, **kb_settings,
+    }
     kb = KbServer(folder / "kb", folder / "kb.log", api_key=API_KEY, **kb_settings)
     try:
-        return Stack(kb, OpenWebUI(kb, folder / "webui", folder / "webui.log"), kb_settings)
+        webui = OpenWebUI(kb, folder / "webui", folder / "webui.log", webui_port)
+        return Stack(kb, webui, kb_settings, folder / "kb")
     except BaseException:
         kb.stop()
         raise
