@@ -34,9 +34,10 @@ FILE_EVENTS = frozenset({"file.deleted", "knowledge.file.removed"})
 SWEEP_EVENTS = frozenset({
     "file.deleted_all", "knowledge.reset", "knowledge.deleted", "knowledge.directory.deleted",
 })
-# Refuse to reconcile against an instance that knows none of this many of kb's files:
-# more likely the wrong Open WebUI (KB_WEBUI_URL) than everything deleted at once.
+# When Open WebUI has none of this many files kb holds from it, and none of their
+# uploaders either, it is another Open WebUI (KB_WEBUI_URL), not everything deleted.
 UNKNOWN_INSTANCE_FILES = 20
+OWNERS_ASKED = 5
 
 
 class WebUIUnavailable(KbError):
@@ -68,6 +69,14 @@ class WebUIAdmin:
         """Whether Open WebUI still has this file."""
         response = self._get(f"/api/v1/files/{quote(file_id, safe='')}/process/status")
         if response.status_code == 404:
+            return False
+        self._check(response)
+        return True
+
+    def user_exists(self, user_id: str) -> bool:
+        """Whether Open WebUI has this user."""
+        response = self._get(f"/api/v1/users/{quote(user_id, safe='')}")
+        if response.status_code in (400, 404):  # Open WebUI says 400 for an unknown user
             return False
         self._check(response)
         return True
@@ -154,6 +163,9 @@ class Checker(Protocol):
     def file_ids(self) -> set[str]:
         """Every file id there."""
 
+    def user_exists(self, user_id: str) -> bool:
+        """Whether the user is there."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -172,6 +184,7 @@ class DeletionFollower:
         self._retry = retry_seconds
         self._work: queue.Queue[str | set[str] | None] = queue.Queue()
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # an event arrived: Open WebUI is up, retry at once
         self.reconciled = threading.Event()  # set after the first complete reconcile
         self._thread = threading.Thread(target=self._run, name="webui-deletions", daemon=True)
 
@@ -183,6 +196,7 @@ class DeletionFollower:
     def close(self) -> None:
         """Stop after the step in progress; close the Open WebUI client."""
         self._stopping.set()
+        self._wake.set()
         self._work.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout=30)
@@ -194,11 +208,12 @@ class DeletionFollower:
         subject = event.get("subject")
         if name in FILE_EVENTS and isinstance(subject, dict) and subject.get("id"):
             self._work.put({str(subject["id"])})
-            return True
-        if name in SWEEP_EVENTS:
+        elif name in SWEEP_EVENTS:
             self._work.put(_RECONCILE)
-            return True
-        return False
+        else:
+            return False
+        self._wake.set()
+        return True
 
     def _run(self) -> None:
         next_sweep = time.monotonic() + self.every
@@ -210,6 +225,7 @@ class DeletionFollower:
                 item = _RECONCILE
             if item is None:
                 return
+            self._wake.clear()
             try:
                 if item == _RECONCILE:
                     self.reconcile()
@@ -218,11 +234,11 @@ class DeletionFollower:
                     assert isinstance(item, set)
                     self.follow(item)
                 failures = 0
-            except KbError as exc:
+            except Exception as exc:  # noqa: BLE001 - Open WebUI or a store down: retry
                 if failures == 0:
                     log.warning("cannot check Open WebUI for deletions yet: %s (retrying)", exc)
-                self._work.put(item)  # again, after a pause
-                self._stopping.wait(self._retry(failures))
+                self._work.put(item)  # again, after a pause or the next event
+                self._wake.wait(self._retry(failures))
                 failures += 1
 
     def follow(self, file_ids: set[str]) -> list[Any]:
@@ -237,10 +253,13 @@ class DeletionFollower:
         there = self.webui.file_ids()
         missing = set(held) - there
         if len(held) >= UNKNOWN_INSTANCE_FILES and missing == set(held):
-            raise WebUIUnavailable(
-                f"Open WebUI knows none of the {len(held)} files kb holds from it: is "
-                "KB_WEBUI_URL the Open WebUI that uploaded them? Nothing was removed"
-            )
+            owners = sorted({d.owner for docs in held.values() for d in docs if d.owner})
+            if not any(self.webui.user_exists(o) for o in owners[:OWNERS_ASKED]):
+                raise WebUIUnavailable(
+                    f"Open WebUI knows none of the {len(held)} files kb holds from it, nor "
+                    "who uploaded them: is KB_WEBUI_URL the Open WebUI that uploaded them? "
+                    "Nothing was removed"
+                )
         # Listed pages can shift while files come and go: ask for each one.
         removed = self._remove({f for f in missing if not self.webui.exists(f)}, "reconciled")
         self.reconciled.set()

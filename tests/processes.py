@@ -65,10 +65,9 @@ class ServerProcess:
 class KbServer(ServerProcess):
     """`kb serve` on a free port with its own data directory."""
 
-    def __init__(
-        self, data_dir: Path, log_path: Path, port: int | None = None, **settings: str
-    ) -> None:
-        self.port = port or free_port()
+    def __init__(self, data_dir: Path, log_path: Path, **settings: str) -> None:
+        """``settings``: KB_* variables without the prefix (``port``: a fixed one)."""
+        self.port = int(settings.pop("port", 0)) or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "KB_DATA_DIR": str(data_dir), "KB_PORT": str(self.port)}
         env.update({f"KB_{k.upper()}": v for k, v in settings.items()})

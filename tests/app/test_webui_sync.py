@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
 from app.service import WEBUI_SCHEME, KnowledgeBase
+from app.settings import Settings
 from app.webui_sync import UNKNOWN_INSTANCE_FILES, DeletionFollower, WebUIUnavailable
 from tests.conftest import MakeKb, write
 
@@ -22,8 +22,12 @@ from tests.conftest import MakeKb, write
 class Files:
     """Open WebUI's files as the follower sees them; ``down`` answers nothing."""
 
-    def __init__(self, ids: set[str]) -> None:
-        self.ids, self.down, self.asked = set(ids), threading.Event(), 0
+    def __init__(self, ids: set[str], users: frozenset[str] = frozenset({"u1"})) -> None:
+        self.ids, self.users, self.down, self.asked = set(ids), users, threading.Event(), 0
+
+    def user_exists(self, user_id: str) -> bool:
+        self._answer()
+        return user_id in self.users
 
     def exists(self, file_id: str) -> bool:
         self._answer()
@@ -86,16 +90,20 @@ def test_reconciling_removes_every_file_open_webui_no_longer_lists(kb: Knowledge
     assert "local.txt" in found(kb, "aardvark")  # not from Open WebUI: never touched
 
 
-def test_an_instance_that_knows_none_of_kbs_files_removes_nothing(
+def test_an_instance_that_knows_none_of_kbs_files_nor_their_uploaders_removes_nothing(
     make_kb: MakeKb, tmp_path: Path
 ) -> None:
     kb = make_kb()
     for n in range(UNKNOWN_INSTANCE_FILES):
         upload(kb, tmp_path, f"f{n}", f"Document number {n} about topic {n}.")
-    follower = DeletionFollower(kb, Files(set()), every_seconds=3600)
+    other_instance = DeletionFollower(kb, Files(set(), users=frozenset()), every_seconds=3600)
     with pytest.raises(WebUIUnavailable, match="knows none of the 20 files"):
-        follower.reconcile()
+        other_instance.reconcile()
     assert len(kb.webui_files()) == UNKNOWN_INSTANCE_FILES
+    # The right instance, where every one of those files was deleted: all go.
+    right = DeletionFollower(kb, Files(set()), every_seconds=3600)
+    assert len(right.reconcile()) == UNKNOWN_INSTANCE_FILES
+    assert kb.webui_files() == {}
 
 
 def test_events_are_taken_by_name_and_the_follower_waits_for_open_webui(

@@ -28,7 +28,8 @@ class Stack:
         self.kb.stop()
         between()
         self.kb = KbServer(
-            self.kb_dir, self.kb.log_path, self.kb.port, api_key=API_KEY, **self.kb_settings
+            self.kb_dir, self.kb.log_path, api_key=API_KEY, port=str(self.kb.port),
+            **self.kb_settings,
         )
 
     def stop(self) -> None:
