@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from app.service import KnowledgeBase
+from app.webui_scope import ChatScope
 from retrieval.answer import Citation
 
 SHORT_QUESTION_WORDS = 4
@@ -52,18 +53,24 @@ def search_query(messages: list[dict[str, Any]]) -> str:
 
 
 def reply(
-    kb: KnowledgeBase, messages: list[dict[str, Any]], task: str = "", viewer: str | None = None
+    kb: KnowledgeBase, messages: list[dict[str, Any]], task: str = "", viewer: str | None = None,
+    scope: ChatScope | None = None,
 ) -> tuple[list[Citation], Iterator[str]]:
     """Citations and the reply's text; a background task goes to the LLM without retrieval.
 
-    ``viewer`` is the asking user: the search covers shared documents and theirs.
+    ``viewer`` is the asking user: the search covers shared documents and theirs, plus
+    the files of knowledge bases Open WebUI shares with them; or, when the chat picked
+    knowledge bases or files, those alone (``scope``, checked by Open WebUI).
     """
     if task:
         return [], _task_reply(kb, messages)
     question = search_query(messages)
     if not question:
         return [], iter(["Ask a question about the documents in the knowledge base."])
-    return kb.answer(question, viewer=viewer)
+    if scope is None:
+        return kb.answer(question, viewer=viewer)
+    only = None if scope.picked is None else kb.webui_documents(scope.picked)
+    return kb.answer(question, viewer=viewer, only=only, granted=kb.webui_documents(scope.granted))
 
 
 def _task_reply(kb: KnowledgeBase, messages: list[dict[str, Any]]) -> Iterator[str]:

@@ -19,6 +19,7 @@ from app.metrics import Metrics, MetricsMiddleware
 from app.routers import answer, chat, documents, health, jobs, process, search, webui
 from app.service import KnowledgeBase
 from app.settings import MB, Settings
+from app.webui_scope import FILTER_SOURCE, scope_secret
 from app.webui_sync import DeletionFollower, WebUIAdmin
 from retrieval.errors import KbError
 
@@ -43,6 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     app.state.kb = kb
     app.state.jobs = JobRunner(kb)
+    app.state.scope_secret = scope_secret(kb.data_dir)
     follower = app.state.webui_follower = deletion_follower(app.state.settings, kb)
     try:
         if follower is not None:
@@ -59,12 +61,16 @@ def deletion_follower(settings: Settings, kb: KnowledgeBase) -> DeletionFollower
     """What follows deletions in Open WebUI, when kb knows where it is (KB_WEBUI_URL)."""
     if not settings.webui_url:
         return None
-    secret = lambda s: s.get_secret_value() if s is not None else None  # noqa: E731
+    plain = lambda s: s.get_secret_value() if s is not None else None  # noqa: E731
     admin = WebUIAdmin(
-        settings.webui_url, secret(settings.webui_api_key), settings.webui_admin_email,
-        secret(settings.webui_admin_password),
+        settings.webui_url, plain(settings.webui_api_key), settings.webui_admin_email,
+        plain(settings.webui_admin_password),
     )
-    return DeletionFollower(kb, admin, settings.webui_reconcile_minutes * 60)
+    secret = scope_secret(kb.data_dir)
+    return DeletionFollower(
+        kb, admin, settings.webui_reconcile_minutes * 60,
+        wire=lambda: admin.ensure_filter(FILTER_SOURCE.read_text(encoding="utf-8"), secret),
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:

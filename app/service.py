@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from retrieval.rerank import Reranker
 from retrieval.rerank import rerank as rerank_hits
 from retrieval.search import HYBRID, search
 from retrieval.store import SHARED, ChromaBackend
-from retrieval.types import Chunk, Results
+from retrieval.types import Chunk, Results, Scope
 
 log = logging.getLogger(__name__)
 
@@ -215,18 +215,26 @@ class KnowledgeBase:
 
     def search(
         self, query: str, k: int = 10, viewer: str | None = None, mode: str = HYBRID,
-        rerank: bool = True,
+        rerank: bool = True, *, only: Collection[str] | None = None,
+        granted: Collection[str] = (),
     ) -> Results:
         """The ``k`` chunks most relevant to ``query`` that ``viewer`` may see, best first.
 
         ``mode`` is ``dense``, ``lexical`` or ``hybrid`` (both, fused); a
         configured reranker then re-orders the best candidates. Shared
         documents (no owner) are visible to everyone, a private one only to its
-        owner; ``viewer=None`` sees the shared documents alone.
+        owner and to those it is ``granted`` to (by document id); ``viewer=None``
+        sees the shared documents alone. ``only``: search just these documents
+        (what a chat picked; each must still be visible or granted).
         """
         self.check_embedding()
-        # Filtering by owner costs a little; skip it while every document is shared.
-        owners = [SHARED, *([viewer] if viewer else [])] if self.catalog.has_private() else None
+        granted = frozenset(granted) | frozenset(only or ())
+        if only is not None:
+            scope: Scope | None = Scope((), frozenset(only))
+        elif granted or self.catalog.has_private():
+            scope = Scope((SHARED, *([viewer] if viewer else [])), granted)
+        else:  # every document is shared: filtering would only cost time
+            scope = None
         use_reranker = self.reranker if rerank else None
         depth = max(k, self.rerank_top_n) if use_reranker else k
         for attempt in (1, 2):
@@ -234,8 +242,8 @@ class KnowledgeBase:
             try:
                 hits = search(
                     store, query, self.embedder.embed_query, depth,
-                    lambda ids: self.catalog.current_generations(ids, viewer), owners=owners,
-                    mode=mode, fusion=self.fusion,
+                    lambda ids: self.catalog.current_generations(ids, viewer, granted),
+                    scope=scope, mode=mode, fusion=self.fusion,
                 )
                 break
             except Exception:
@@ -248,10 +256,12 @@ class KnowledgeBase:
         return Results(ranked[:k], warnings)
 
     def answer(
-        self, question: str, k: int = 5, viewer: str | None = None, mode: str = HYBRID
+        self, question: str, k: int = 5, viewer: str | None = None, mode: str = HYBRID, *,
+        only: Collection[str] | None = None, granted: Collection[str] = (),
     ) -> tuple[list[Citation], Iterator[str]]:
-        """Citations and the streamed answer: from the LLM, else extractive."""
-        hits = self.search(question, k, viewer, mode)
+        """Citations and the streamed answer: from the LLM, else extractive (``search``
+        says what ``viewer``, ``only`` and ``granted`` allow)."""
+        hits = self.search(question, k, viewer, mode, only=only, granted=granted)
         # The chat model's tokenizer is not ours: budget the prompt at 3 characters a token.
         return answer_stream(question, hits, self.llm, lambda t: len(t) // 3 + 1, self.min_score)
 
@@ -269,6 +279,16 @@ class KnowledgeBase:
         for doc in self.catalog.with_scheme(WEBUI_SCHEME):
             files.setdefault(upload_ref(doc.key), []).append(doc)
         return files
+
+    def webui_documents(self, files: Iterable[tuple[str, str | None]]) -> set[str]:
+        """Ids of the documents uploaded as these Open WebUI files, given as (file id,
+        uploader) pairs: a file's key holds its uploader (none when admin uploads are
+        shared), or neither in keys minted before owners were part of them."""
+        keys = set()
+        for file_id, owner in files:
+            keys |= {upload_key(WEBUI_SCHEME, owner, file_id),
+                     upload_key(WEBUI_SCHEME, None, file_id), f"{WEBUI_SCHEME}:{file_id}"}
+        return set(self.catalog.ids_by_keys(keys))
 
     def remove_webui_files(self, file_ids: Iterable[str]) -> list[Document]:
         """Delete the documents uploaded as these Open WebUI files (gone there)."""

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
+from app.webui_scope import FILTER_ID
 from retrieval.errors import ConfigurationError, KbError
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,46 @@ class WebUIAdmin:
                 return ids
             page += 1
 
+    def ensure_filter(self, source: str, secret: str) -> list[str]:
+        """Install kb's Filter function, active and global, with this source and secret;
+        what had to change (nothing when it was in place)."""
+        path = f"/api/v1/functions/id/{FILTER_ID}"
+        body = {"id": FILTER_ID, "name": "kb scope", "content": source,
+                "meta": {"description": "what a chat picked, for kb (installed by kb)"}}
+        changed = []
+        found = self._call("GET", path)
+        if found.status_code == 404:
+            self._check(self._call("POST", "/api/v1/functions/create", json=body))
+            changed.append("installed the filter")
+        else:
+            self._check(found)
+            if found.json().get("content") != source:
+                self._check(self._call("POST", f"{path}/update", json=body))
+                changed.append("updated the filter")
+        function = self._call("GET", path)
+        self._check(function)
+        for flag, toggle in (("is_active", "toggle"), ("is_global", "toggle/global")):
+            if not function.json().get(flag):
+                self._check(self._call("POST", f"{path}/{toggle}"))
+                changed.append(f"turned on {flag.removeprefix('is_')}")
+        valves = self._call("GET", f"{path}/valves")
+        self._check(valves)
+        if (valves.json() or {}).get("secret") != secret:
+            update = self._call("POST", f"{path}/valves/update", json={"secret": secret})
+            self._check(update)
+            changed.append("set the filter's secret")
+        return changed
+
     def _get(self, path: str, **params: Any) -> httpx.Response:
+        return self._call("GET", path, params=params)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         for attempt in (1, 2):
             if self._token is None:
                 self._token = self._sign_in()
             try:
-                response = self._http.get(
-                    path, params=params, headers={"Authorization": f"Bearer {self._token}"}
+                response = self._http.request(
+                    method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs
                 )
             except httpx.HTTPError as exc:
                 raise WebUIUnavailable(f"Open WebUI at {self.url} does not answer: {exc}") from exc
@@ -174,13 +208,15 @@ _RECONCILE = "reconcile"
 
 
 class DeletionFollower:
-    """One thread that removes what Open WebUI deleted: named files first, then sweeps."""
+    """One thread that keeps kb's wiring in Open WebUI and removes what Open WebUI
+    deleted: named files as their events come, everything in periodic sweeps."""
 
     def __init__(
         self, kb: Files, webui: Checker, every_seconds: float,
         retry_seconds: Callable[[int], float] = lambda n: min(60.0, 2.0 * 2**n),
+        wire: Callable[[], list[str]] | None = None,
     ) -> None:
-        self.kb, self.webui, self.every = kb, webui, every_seconds
+        self.kb, self.webui, self.every, self.wire = kb, webui, every_seconds, wire
         self._retry = retry_seconds
         self._work: queue.Queue[str | set[str] | None] = queue.Queue()
         self._stopping = threading.Event()
@@ -248,7 +284,12 @@ class DeletionFollower:
         return self._remove(gone, "deleted in Open WebUI")
 
     def reconcile(self) -> list[Any]:
-        """Remove the documents of every file Open WebUI no longer has."""
+        """Put kb's wiring back in place if it was lost (``wire``); then remove the
+        documents of every file Open WebUI no longer has."""
+        if self.wire is not None:
+            changes = self.wire()
+            if changes:
+                log.info("Open WebUI: %s", "; ".join(changes))
         held = self.kb.webui_files()
         there = self.webui.file_ids()
         missing = set(held) - there

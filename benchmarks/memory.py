@@ -81,7 +81,7 @@ class NullStore:
     def delete_many(self, generations: Sequence[Any]) -> None:
         """Nothing to delete."""
 
-    def query(self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None) -> list[Any]:
+    def query(self, vector: np.ndarray, k: int, scope: Any = None) -> list[Any]:
         """Nothing to find."""
         return []
 

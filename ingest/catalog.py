@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -170,22 +170,37 @@ class Catalog:
         return out
 
     def current_generations(
-        self, document_ids: Iterable[str], viewer: str | None = None
+        self, document_ids: Iterable[str], viewer: str | None = None,
+        granted: Collection[str] = (),
     ) -> dict[str, int]:
         """Generation of each indexed document among ``document_ids`` that ``viewer`` may see.
 
-        Everyone sees shared documents (no owner); an owner also sees their own.
+        Everyone sees shared documents (no owner); an owner also sees their own, and
+        anyone the documents ``granted`` to them by name.
         """
         ids = list(set(document_ids))
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self._query(
-            f"SELECT id, generation FROM documents WHERE status = ? AND id IN ({marks})"
-            " AND (owner IS NULL OR owner = ?)",
-            [INDEXED, *ids, viewer],
+            f"SELECT id, generation, owner FROM documents WHERE status = ? AND id IN ({marks})",
+            [INDEXED, *ids],
         )
-        return {r["id"]: int(r["generation"]) for r in rows}
+        return {
+            r["id"]: int(r["generation"]) for r in rows
+            if r["owner"] is None or r["owner"] == viewer or r["id"] in granted
+        }
+
+    def ids_by_keys(self, keys: Iterable[str]) -> list[str]:
+        """Ids of the documents stored under any of ``keys``."""
+        keys = list(set(keys))
+        out: list[str] = []
+        for start in range(0, len(keys), 500):  # SQLite caps the parameters of one query
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._query(f"SELECT id FROM documents WHERE key IN ({marks})", part)
+            out += [r["id"] for r in rows]
+        return out
 
     def has_private(self) -> bool:
         """Whether any indexed document has an owner (searches must then filter)."""

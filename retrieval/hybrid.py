@@ -19,7 +19,7 @@ import numpy as np
 
 from retrieval.lexical import LexicalIndex, LexicalIndexDamaged
 from retrieval.store import ChromaBackend, ChromaStore
-from retrieval.types import Chunk, Hit
+from retrieval.types import Chunk, Hit, Scope
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,13 @@ class HybridStore:
             self.vectors.delete_many(generations)
             self.lexical.delete_many(generations)
 
-    def query(
-        self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
-    ) -> list[Hit]:
+    def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
         """Dense nearest neighbours (the vector store's query)."""
-        return self.vectors.query(vector, k, owners)
+        return self.vectors.query(vector, k, scope)
 
-    def lexical_query(
-        self, text: str, k: int, owners: Sequence[str] | None = None
-    ) -> list[Hit]:
+    def lexical_query(self, text: str, k: int, scope: Scope | None = None) -> list[Hit]:
         """BM25 matches for ``text``."""
-        return self.lexical.query(text, k, owners)
+        return self.lexical.query(text, k, scope)
 
     def count(self) -> int:
         """Chunks in the vector store."""

@@ -24,7 +24,7 @@ import tantivy
 
 from retrieval.analysis import analyze
 from retrieval.errors import KbError
-from retrieval.types import Chunk, Hit
+from retrieval.types import Chunk, Hit, Scope
 
 WRITER_HEAP = 48_000_000  # bytes buffered before tantivy writes a segment by itself
 
@@ -102,26 +102,32 @@ class LexicalIndex:
         """Number of chunks searchable now."""
         return int(self._index.searcher().num_docs)
 
-    def query(self, text: str, k: int, owners: Sequence[str] | None = None) -> list[Hit]:
-        """The ``k`` best BM25 matches for ``text``; only chunks of ``owners`` when given."""
+    def query(self, text: str, k: int, scope: Scope | None = None) -> list[Hit]:
+        """The ``k`` best BM25 matches for ``text`` in ``scope`` (everything when ``None``)."""
         terms = analyze(text)
-        if not terms or k <= 0:
+        if not terms or k <= 0 or (scope is not None and scope.nothing):
             return []
         match = tantivy.Query.boolean_query([
             (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "terms", t))
             for t in terms  # a repeated query term weighs more, as a repeated word does
         ])
-        if owners is not None:
-            scope = tantivy.Query.term_set_query(
-                self._schema, "owner", [_owner_term(o) for o in owners]
-            )
+        if scope is not None and scope.owners is not None:
             match = tantivy.Query.boolean_query([
                 (tantivy.Occur.Must, match),
-                (tantivy.Occur.Must, tantivy.Query.const_score_query(scope, 0.0)),
+                (tantivy.Occur.Must, tantivy.Query.const_score_query(self._filter(scope), 0.0)),
             ])
         searcher = self._index.searcher()
         found = searcher.search(match, k).hits
         return [_hit(searcher.doc(address), score) for score, address in found]
+
+    def _filter(self, scope: Scope) -> tantivy.Query:
+        """The chunks a scope allows: its owners' and its named documents'."""
+        owners = [_owner_term(o) for o in scope.owners or ()]
+        parts = [("owner", owners), ("document_id", sorted(scope.documents))]
+        return tantivy.Query.boolean_query([
+            (tantivy.Occur.Should, tantivy.Query.term_set_query(self._schema, field, values))
+            for field, values in parts if values
+        ])
 
     def inventory(self) -> Counter[tuple[str, int]]:
         """Chunks per (document id, generation), to check agreement with the catalog."""

@@ -9,14 +9,14 @@ hit carries its per-leg scores and ranks, so a result explains itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Literal, Protocol, get_args
 
 import numpy as np
 
 from retrieval.fusion import NORMALISE_DEPTH, Fusion
-from retrieval.types import Hit
+from retrieval.types import Hit, Scope
 
 CurrentGenerations = Callable[[Iterable[str]], dict[str, int]]
 LegQuery = Callable[[int], list[Hit]]
@@ -29,14 +29,10 @@ MODES: tuple[str, ...] = get_args(Mode)
 class Searchable(Protocol):
     """What search needs of a store: both legs' queries."""
 
-    def query(
-        self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
-    ) -> list[Hit]:
+    def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
         """Dense nearest neighbours."""
 
-    def lexical_query(
-        self, text: str, k: int, owners: Sequence[str] | None = None
-    ) -> list[Hit]:
+    def lexical_query(self, text: str, k: int, scope: Scope | None = None) -> list[Hit]:
         """BM25 matches."""
 
 # Candidates per leg before fusion. Dense candidates cost a Chroma row each (a
@@ -46,7 +42,7 @@ CANDIDATES = {"dense": NORMALISE_DEPTH, "lexical": 100}
 
 def search(
     store: Searchable, query: str, embed: Callable[[str], np.ndarray], k: int,
-    current: CurrentGenerations, *, owners: Sequence[str] | None = None, mode: str = HYBRID,
+    current: CurrentGenerations, *, scope: Scope | None = None, mode: str = HYBRID,
     fusion: Fusion | None = None,
 ) -> list[Hit]:
     """The ``k`` best live chunks for ``query`` by ``mode``, best first."""
@@ -55,11 +51,11 @@ def search(
     if mode in (DENSE, HYBRID):
         vector = embed(query)
         legs[DENSE] = live_hits(
-            lambda n: store.query(vector, n, owners), depth[DENSE], current, k
+            lambda n: store.query(vector, n, scope), depth[DENSE], current, k
         )
     if mode in (LEXICAL, HYBRID):
         legs[LEXICAL] = live_hits(
-            lambda n: store.lexical_query(query, n, owners), depth[LEXICAL], current, k
+            lambda n: store.lexical_query(query, n, scope), depth[LEXICAL], current, k
         )
     if mode != HYBRID:
         return [_explained(h, mode, rank) for rank, h in enumerate(legs[mode][:k], 1)]

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 
 from retrieval.errors import UpstreamUnavailable
-from retrieval.types import Chunk, Hit
+from retrieval.types import Chunk, Hit, Scope
 
 
 class VectorStore(Protocol):
@@ -35,10 +35,8 @@ class VectorStore(Protocol):
     def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
         """Remove several (document, generation) chunk sets."""
 
-    def query(
-        self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
-    ) -> list[Hit]:
-        """The ``k`` nearest chunks, best first; only those of ``owners`` when given."""
+    def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
+        """The ``k`` nearest chunks in ``scope`` (everything when ``None``), best first."""
 
     def count(self) -> int:
         """Number of chunks stored."""
@@ -112,19 +110,13 @@ class ChromaStore:
             self.delete(document_id, generation)
 
     @_resilient
-    def query(
-        self, vector: np.ndarray, k: int, owners: Sequence[str] | None = None
-    ) -> list[Hit]:
-        """Nearest neighbours; score is cosine similarity (1 - distance).
-
-        ``owners`` limits the search to chunks of those owners, ``SHARED``
-        standing for documents without one; ``None`` searches everything.
-        """
-        if k <= 0:
+    def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
+        """Nearest neighbours in ``scope`` (everything when ``None``); score is cosine
+        similarity (1 - distance)."""
+        if k <= 0 or (scope is not None and scope.nothing):
             return []
-        where = {"owner": {"$in": list(owners)}} if owners is not None else None
         result = self._collection.query(
-            query_embeddings=[vector], n_results=k, where=where,
+            query_embeddings=[vector], n_results=k, where=_where(scope),
             include=["documents", "metadatas", "distances"],
         )
         columns = (result["documents"][0], result["metadatas"][0], result["distances"][0])
@@ -174,6 +166,17 @@ class ChromaStore:
         return self._collection.get(
             include=["documents", "metadatas"], limit=self._max_batch, offset=offset
         )
+
+
+def _where(scope: Scope | None) -> dict[str, Any] | None:
+    """Chroma's filter for a scope."""
+    if scope is None or scope.owners is None:
+        return None
+    by_owner = {"owner": {"$in": list(scope.owners)}} if scope.owners else None
+    by_name = {"document_id": {"$in": sorted(scope.documents)}} if scope.documents else None
+    if by_owner and by_name:
+        return {"$or": [by_owner, by_name]}
+    return by_owner or by_name
 
 
 def _metadata(chunk: Chunk) -> dict[str, Any]:

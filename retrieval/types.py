@@ -73,6 +73,25 @@ class Hit:
     ranks: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Which chunks a search may return.
+
+    ``owners``: those of documents these owners uploaded (``""`` stands for the
+    shared documents, which have none); ``None``: every document. ``documents``:
+    these documents too, whoever owns them, granted by name (the files of a
+    knowledge base the asker picked or may read in Open WebUI).
+    """
+
+    owners: tuple[str, ...] | None = None
+    documents: frozenset[str] = frozenset()
+
+    @property
+    def nothing(self) -> bool:
+        """Whether no chunk can be in scope."""
+        return self.owners == () and not self.documents
+
+
 class Results(list[Hit]):
     """Hits, best first, with warnings about optional stages that were skipped."""
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.conversation import reply, source_events
 from app.deps import KbDep, ViewerDep
+from app.webui_scope import verify
 from retrieval.answer import Citation
 from retrieval.errors import KbError
 
@@ -51,6 +52,7 @@ class ChatRequest(BaseModel):
     model: str = MODEL_ID
     messages: list[ChatMessage]
     stream: bool = False
+    kb_scope: Any = None  # what the chat picked, signed by kb's filter in Open WebUI
 
 
 @router.get("/models")
@@ -66,10 +68,13 @@ def models() -> dict[str, Any]:
 def chat_completions(body: ChatRequest, request: Request, kb: KbDep, viewer: ViewerDep) -> Any:
     """Answer the conversation's last question from the documents, citing sources as [n].
 
-    Searches the shared documents plus the asking user's own (X-OpenWebUI-User-Id).
+    Searches the shared documents plus the asking user's own (X-OpenWebUI-User-Id) and
+    those Open WebUI shares with them, or only what the chat picked (``kb_scope``).
     """
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    citations, pieces = reply(kb, messages, request.headers.get(TASK_HEADER, ""), viewer)
+    scope = verify(body.kb_scope, request.app.state.scope_secret, viewer)
+    task = request.headers.get(TASK_HEADER, "")
+    citations, pieces = reply(kb, messages, task, viewer, scope)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         return StreamingResponse(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from retrieval.lexical import LexicalIndex, LexicalIndexDamaged
-from retrieval.types import Chunk
+from retrieval.types import Chunk, Scope
 
 
 def chunk(doc: str, text: str, index: int = 0, generation: int = 1, owner: str | None = None,
@@ -61,13 +61,21 @@ def test_re_adding_a_chunk_id_replaces_it(tmp_path: Path) -> None:
     assert [h.text for h in index.query("version", 5)] == ["second version"]
 
 
-def test_owners_limit_what_a_query_returns(tmp_path: Path) -> None:
+def test_a_scope_limits_what_a_query_returns(tmp_path: Path) -> None:
     index = LexicalIndex(tmp_path / "lex")
     index.add([chunk("shared", "salary policy"), chunk("mine", "salary of alice", owner="alice")])
     index.commit()
-    assert {h.document_id for h in index.query("salary", 5, ["", "bob"])} == {"shared"}
-    assert {h.document_id for h in index.query("salary", 5, ["", "alice"])} == {"shared", "mine"}
-    assert {h.document_id for h in index.query("salary", 5)} == {"shared", "mine"}
+    def found(scope: Scope | None) -> set[str]:
+        return {h.document_id for h in index.query("salary", 5, scope)}
+
+    assert found(Scope(("", "bob"))) == {"shared"}
+    assert found(Scope(("", "alice"))) == {"shared", "mine"}
+    assert found(None) == found(Scope()) == {"shared", "mine"}
+    # Named documents: granted besides the owners', or alone.
+    assert found(Scope(("", "bob"), frozenset({"mine"}))) == {"shared", "mine"}
+    assert found(Scope((), frozenset({"mine"}))) == {"mine"}
+    assert found(Scope((), frozenset({"unknown"}))) == set()
+    assert found(Scope(())) == set()
 
 
 def test_a_damaged_folder_is_reported(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from retrieval.errors import UpstreamUnavailable
 from retrieval.store import SHARED, ChromaBackend, ChromaStore
-from retrieval.types import Chunk
+from retrieval.types import Chunk, Scope
 from tests.conftest import start_chroma
 
 
@@ -74,16 +74,22 @@ def test_stored_returns_one_generation_with_its_vectors_in_pages(
     assert np.allclose(vector, vectors[3], atol=1e-6)
 
 
-def test_query_filters_by_owner(chroma_backend: ChromaBackend) -> None:
+def test_query_filters_by_scope(chroma_backend: ChromaBackend) -> None:
     store = chroma_backend.open(unique("kb-owner"))
     rng = np.random.default_rng(2)
     vectors = unit(rng, 3)
     docs = [Chunk("s", "s.txt", 0, "shared", 0, 6), Chunk("a", "a.txt", 0, "a", 0, 1, owner="al"),
             Chunk("b", "b.txt", 0, "b", 0, 1, owner="bo")]
     store.add(docs, vectors)
-    assert {h.document_id for h in store.query(vectors[1], 3, [SHARED, "al"])} == {"s", "a"}
-    assert {h.document_id for h in store.query(vectors[1], 3, [SHARED])} == {"s"}
-    assert {h.document_id for h in store.query(vectors[1], 3)} == {"s", "a", "b"}
+    def found(scope: Scope | None) -> set[str]:
+        return {h.document_id for h in store.query(vectors[1], 3, scope)}
+
+    assert found(Scope((SHARED, "al"))) == {"s", "a"}
+    assert found(Scope((SHARED,))) == {"s"}
+    assert found(None) == found(Scope()) == {"s", "a", "b"}
+    assert found(Scope((SHARED,), frozenset({"b"}))) == {"s", "b"}  # granted by name
+    assert found(Scope((), frozenset({"a", "b"}))) == {"a", "b"}  # named ones only
+    assert found(Scope(())) == set()
 
 
 def test_collections_are_created_listed_and_dropped(chroma_backend: ChromaBackend) -> None:
