@@ -103,11 +103,13 @@ class WebUIAdmin:
         body = {"id": FILTER_ID, "name": "kb scope", "content": source,
                 "meta": {"description": "what a chat picked, for kb (installed by kb)"}}
         changed = []
-        found = self._call("GET", path)
-        if found.status_code == 404:
+        listed = self._call("GET", "/api/v1/functions/")  # (one unknown id answers 401)
+        self._check(listed)
+        if not any(f.get("id") == FILTER_ID for f in listed.json()):
             self._check(self._call("POST", "/api/v1/functions/create", json=body))
             changed.append("installed the filter")
         else:
+            found = self._call("GET", path)
             self._check(found)
             if found.json().get("content") != source:
                 self._check(self._call("POST", f"{path}/update", json=body))
@@ -213,7 +215,7 @@ class DeletionFollower:
 
     def __init__(
         self, kb: Files, webui: Checker, every_seconds: float,
-        retry_seconds: Callable[[int], float] = lambda n: min(60.0, 2.0 * 2**n),
+        retry_seconds: Callable[[int], float] = lambda n: min(15.0, 2.0 * 2**n),
         wire: Callable[[], list[str]] | None = None,
     ) -> None:
         self.kb, self.webui, self.every, self.wire = kb, webui, every_seconds, wire
@@ -253,7 +255,7 @@ class DeletionFollower:
 
     def _run(self) -> None:
         next_sweep = time.monotonic() + self.every
-        failures = 0
+        failures, last_error = 0, ""
         while not self._stopping.is_set():
             try:
                 item = self._work.get(timeout=max(0.0, next_sweep - time.monotonic()))
@@ -269,10 +271,11 @@ class DeletionFollower:
                 else:
                     assert isinstance(item, set)
                     self.follow(item)
-                failures = 0
+                failures, last_error = 0, ""
             except Exception as exc:  # noqa: BLE001 - Open WebUI or a store down: retry
-                if failures == 0:
-                    log.warning("cannot check Open WebUI for deletions yet: %s (retrying)", exc)
+                if str(exc) != last_error:  # say each new reason once, not every retry
+                    log.warning("cannot reach Open WebUI yet: %s (retrying)", exc)
+                    last_error = str(exc)
                 self._work.put(item)  # again, after a pause or the next event
                 self._wake.wait(self._retry(failures))
                 failures += 1

@@ -113,3 +113,14 @@ def sources(events: list[Any]) -> list[dict[str, Any]]:
         for e in events
         if isinstance(e, dict) and e.get("event", {}).get("type") == "source"
     ]
+
+
+def chat_with_files(client: WebUIClient, question: str, files: list[dict[str, Any]]) -> list[Any]:
+    """Ask with files picked as the chat UI sends them: ``{"type": "collection", "id": …}``
+    for a knowledge base picked with ``#``, ``{"type": "file", "id": …}`` for a file."""
+    body = {"model": "kb", "stream": True, "files": files,
+            "messages": [{"role": "user", "content": question}]}
+    with client.http.stream("POST", "/api/chat/completions", json=body) as response:
+        response.raise_for_status()
+        lines = [x[6:] for x in response.iter_lines() if x.startswith("data: ")]
+    return [x if x == "[DONE]" else json.loads(x) for x in lines]

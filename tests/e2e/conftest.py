@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.openwebui import ADMIN_EMAIL, ADMIN_PASSWORD, API_KEY, OpenWebUI, webui_venv
+from tests.openwebui import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    API_KEY,
+    OpenWebUI,
+    WebUIClient,
+    webui_venv,
+)
 from tests.processes import KbServer
 from tests.vllm_server import VllmServer
 
@@ -76,3 +83,19 @@ def vllm_stack(
     stack = start_stack(folder, llm_url=tiny_chat.url, llm_model="tiny-chat")
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def webui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """kb (extractive) behind Open WebUI, following it: for the deletion and scope tests."""
+    stack = start_stack(tmp_path_factory.mktemp("following"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def webui_admin(webui_stack: Stack) -> Iterator[WebUIClient]:
+    """That Open WebUI's API, signed in as its admin."""
+    client = WebUIClient(webui_stack.webui.url)
+    yield client
+    client.close()

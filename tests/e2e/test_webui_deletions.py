@@ -7,12 +7,11 @@ kb runs with KB_WEBUI_URL and the admin's credentials, as the compose file sets 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.conftest import Stack
 from tests.e2e.test_webui import kb_documents
 from tests.openwebui import API_KEY, WebUIClient, sources
 
@@ -22,19 +21,15 @@ FOLLOW_SECONDS = 30  # the follower acts within a second or two; generous on a b
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """kb (extractive) behind Open WebUI, following its deletions."""
-    stack = start_stack(tmp_path_factory.mktemp("deletions"))
-    yield stack
-    stack.stop()
+def stack(webui_stack: Stack) -> Stack:
+    """kb (extractive) behind Open WebUI, following it (shared with the scope tests)."""
+    return webui_stack
 
 
 @pytest.fixture(scope="module")
-def admin(stack: Stack) -> Iterator[WebUIClient]:
+def admin(webui_admin: WebUIClient) -> WebUIClient:
     """Open WebUI's API, signed in as its admin."""
-    client = WebUIClient(stack.webui.url)
-    yield client
-    client.close()
+    return webui_admin
 
 
 def upload(admin: WebUIClient, stack: Stack, name: str, text: str) -> str:
