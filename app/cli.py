@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir", type=Path, help="Open WebUI's data (default KB_DATA_DIR/open-webui)"
     )
+    p.add_argument(
+        "--check", action="store_true",
+        help="say what of kb's wiring the Open WebUI at KB_WEBUI_URL has and lacks (no start)",
+    )
+    p.add_argument("--fix", action="store_true", help="with --check: put what is missing in place")
     p.set_defaults(run=cmd_webui)
     p = sub.add_parser("eval", help="retrieval quality on a BEIR data set")
     p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
@@ -298,6 +303,32 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_webui(settings: Settings, kb_url: str, api_key: str | None, fix: bool) -> int:
+    """`kb webui --check [--fix]`: report (and repair) the wiring; 1 when anything is missing."""
+    from app.webui import check_wiring
+    from app.webui_client import admin_from
+    from app.webui_scope import scope_secret
+
+    try:
+        admin = admin_from(settings)
+        if admin is None:
+            return _error("set KB_WEBUI_URL (and the admin's credentials) to check Open WebUI")
+        try:
+            secret = scope_secret(settings.data_dir.expanduser())
+            report = check_wiring(admin, kb_url, api_key, secret, fix)
+        finally:
+            admin.close()
+    except KbError as exc:
+        return _error(str(exc))
+    print(f"Open WebUI at {admin.url}, wired to kb at {kb_url}:")
+    for status, what in report:
+        print(f"  {status:8} {what}")
+    missing = [s for s, _ in report if s == "missing"]
+    if missing:
+        print("run `kb webui --check --fix` to put it in place")
+    return 1 if missing else 0
+
+
 def cmd_webui(settings: Settings, args: argparse.Namespace) -> int:
     """Run Open WebUI from its own venv with the environment that makes it kb's front end."""
     from app.webui import run_webui
@@ -305,6 +336,8 @@ def cmd_webui(settings: Settings, args: argparse.Namespace) -> int:
     kb_url = args.kb_url or f"http://127.0.0.1:{settings.port}"
     data_dir = (args.data_dir or settings.data_dir / "open-webui").expanduser().resolve()
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    if args.check or args.fix:
+        return _check_webui(settings, kb_url, api_key, args.fix)
     admin = None
     if settings.webui_admin_email and settings.webui_admin_password:
         admin = (settings.webui_admin_email, settings.webui_admin_password.get_secret_value())

@@ -19,8 +19,9 @@ from app.metrics import Metrics, MetricsMiddleware
 from app.routers import answer, chat, documents, health, jobs, process, search, webui
 from app.service import KnowledgeBase
 from app.settings import MB, Settings
+from app.webui_client import admin_from
 from app.webui_scope import FILTER_SOURCE, scope_secret
-from app.webui_sync import DeletionFollower, WebUIAdmin
+from app.webui_sync import DeletionFollower
 from retrieval.errors import KbError
 
 log = logging.getLogger("kb")
@@ -59,13 +60,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def deletion_follower(settings: Settings, kb: KnowledgeBase) -> DeletionFollower | None:
     """What follows deletions in Open WebUI, when kb knows where it is (KB_WEBUI_URL)."""
-    if not settings.webui_url:
+    admin = admin_from(settings)
+    if admin is None:
         return None
-    plain = lambda s: s.get_secret_value() if s is not None else None  # noqa: E731
-    admin = WebUIAdmin(
-        settings.webui_url, plain(settings.webui_api_key), settings.webui_admin_email,
-        plain(settings.webui_admin_password),
-    )
     secret = scope_secret(kb.data_dir)
     return DeletionFollower(
         kb, admin, settings.webui_reconcile_minutes * 60,

@@ -15,6 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from app.webui_client import WebUIAdmin
+from app.webui_scope import FILTER_ID, FILTER_SOURCE
+
 WEBUI_VERSION = "0.12.4"
 DEFAULT_VENV = Path("~/.cache/kb/openwebui-venv")
 PLACEHOLDER_KEY = "kb-no-key"  # Open WebUI skips the loader without a key; kb ignores it then
@@ -52,7 +55,7 @@ def webui_environment(kb_url: str, api_key: str | None, data_dir: Path) -> dict[
         # Deletions reach kb: every event goes to kb, which checks it against Open WebUI's
         # API. Webhooks carry no header, so the key rides in the URL; kb is usually on a
         # private address, which Open WebUI refuses without local fetching allowed.
-        "WEBHOOK_URL": f"{base}/v1/webui/events" + (f"?token={api_key}" if api_key else ""),
+        "WEBHOOK_URL": events_url(base) + (f"?token={api_key}" if api_key else ""),
         "ENABLE_LOCAL_WEB_FETCH": "true",
         # A file attached in a chat: its text goes in a system message, so the user
         # turn kb searches with stays the user's question.
@@ -105,3 +108,36 @@ def run_webui(
         return subprocess.call(command, env=env, cwd=data_dir)
     except KeyboardInterrupt:
         return 130
+
+
+def check_wiring(
+    admin: WebUIAdmin, kb_url: str, api_key: str | None, secret: str, fix: bool
+) -> list[tuple[str, str]]:
+    """What ``kb webui --check`` reports: (status, what) for each piece of the wiring;
+    status is ``ok``, ``fixed`` or ``missing``. With ``fix``, what is missing is put in place."""
+    source = FILTER_SOURCE.read_text(encoding="utf-8")
+    report = []
+    problems = admin.filter_problems(source, secret)
+    if not problems:
+        report.append(("ok", f"filter {FILTER_ID}: installed, this version, active, global, "
+                             "signing with kb's secret"))
+    elif fix:
+        report.append(("fixed", "filter: " + "; ".join(admin.ensure_filter(source, secret))))
+    else:
+        report += [("missing", p) for p in problems]
+    events = events_url(kb_url)
+    if admin.webhook_to(events) is not None:
+        report.append(("ok", f"webhook: every event goes to {events}"))
+    elif fix:
+        admin.add_webhook(events + (f"?token={api_key}" if api_key else ""))
+        report.append(("fixed", f"webhook to {events} registered (until Open WebUI restarts: "
+                                "set WEBHOOK_URL as `kb webui` does to keep it)"))
+    else:
+        report.append(("missing", f"no webhook sends Open WebUI's events to {events}: "
+                                  "deletions there reach kb only at its next reconcile"))
+    return report
+
+
+def events_url(kb_url: str) -> str:
+    """Where Open WebUI sends its events to kb."""
+    return f"{kb_url.rstrip('/')}/v1/webui/events"

@@ -133,9 +133,16 @@ def first_token_seconds(lines: Iterator[str], started: float) -> float:
     return first
 
 
-def ttft(http: httpx.Client, path: str, question: str) -> float:
-    """Time to the first answer token for one streamed chat request."""
-    body = {"model": "kb", "stream": True, "messages": [{"role": "user", "content": question}]}
+def ttft(
+    http: httpx.Client, path: str, question: str, files: list[dict[str, str]] | None = None
+) -> float:
+    """Time to the first answer token for one streamed chat request (``files``: what the
+    chat picked, as Open WebUI's UI sends it)."""
+    body: dict[str, Any] = {
+        "model": "kb", "stream": True, "messages": [{"role": "user", "content": question}]
+    }
+    if files is not None:
+        body["files"] = files
     started = time.perf_counter()
     with http.stream("POST", path, json=body) as response:
         response.raise_for_status()
@@ -156,19 +163,36 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ordered) * 1000, 1), "p90_ms": round(p90 * 1000, 1)}
 
 
+def knowledge_of(client: WebUIClient, filename: str) -> str:
+    """A knowledge base holding the uploaded file ``filename``; its id."""
+    files = client.http.get("/api/v1/files/", params={"content": "false"})
+    files.raise_for_status()
+    file_id = next(f["id"] for f in files.json()["items"] if f["filename"] == filename)
+    created = client.http.post("/api/v1/knowledge/create",
+                               json={"name": "Bench", "description": ""})
+    created.raise_for_status()
+    knowledge_id = str(created.json()["id"])
+    client.http.post(f"/api/v1/knowledge/{knowledge_id}/file/add",
+                     json={"file_id": file_id}).raise_for_status()
+    return knowledge_id
+
+
 def measure_answers(
-    stack: Any, client: WebUIClient, questions: list[str], settle: float
+    stack: Any, client: WebUIClient, questions: list[str], settle: float, uploaded: str
 ) -> dict[str, Any]:
-    """TTFT through Open WebUI and through kb, and kb's search latency, interleaved.
+    """TTFT through Open WebUI (nothing picked, and a knowledge base holding the file
+    ``uploaded`` picked) and through kb, and kb's search latency, interleaved.
 
     ``settle`` seconds pass before each timed request: on a machine where vLLM
     shares the CPU, its engine keeps the cores busy for about a second after an
     answer, which would be charged to whatever is timed next.
     """
-    timings: dict[str, list[float]] = {"webui": [], "kb": [], "search": []}
+    timings: dict[str, list[float]] = {"webui": [], "webui_picked": [], "kb": [], "search": []}
+    picked = [{"type": "collection", "id": knowledge_of(client, uploaded)}]
     with httpx.Client(base_url=stack.kb.url, headers=AUTH, timeout=600) as kb_http:
         for warm in questions[:3]:
             ttft(client.http, "/api/chat/completions", warm)
+            ttft(client.http, "/api/chat/completions", warm, picked)
             ttft(kb_http, "/v1/chat/completions", warm)
         for question in questions[3:]:
             time.sleep(settle)
@@ -177,7 +201,14 @@ def measure_answers(
             timings["kb"].append(ttft(kb_http, "/v1/chat/completions", question))
             time.sleep(settle)
             timings["webui"].append(ttft(client.http, "/api/chat/completions", question))
+            time.sleep(settle)
+            timings["webui_picked"].append(
+                ttft(client.http, "/api/chat/completions", question, picked)
+            )
     result: dict[str, Any] = {name: summary(values) for name, values in timings.items()}
+    result["ratio_picked_over_nothing_picked_p50"] = round(
+        result["webui_picked"]["p50_ms"] / result["webui"]["p50_ms"], 2
+    )
     result["ratio_webui_over_kb_p50"] = round(
         result["webui"]["p50_ms"] / result["kb"]["p50_ms"], 2
     )
@@ -217,7 +248,9 @@ def main() -> None:
         print(f"upload through Open WebUI: {through_ui:.1f} s", file=sys.stderr)
         again = process_seconds(stack.kb.url, pdf, "bench-again")
         print(f"the same PDF again, new file id: {again:.1f} s", file=sys.stderr)
-        answers = measure_answers(stack, client, questions, 3.0 if args.tiny_chat else 0.2)
+        answers = measure_answers(
+            stack, client, questions, 3.0 if args.tiny_chat else 0.2, pdf.name
+        )
     result = {
         "pages": args.pages,
         "pdf_mb": round(pdf.stat().st_size / 2**20, 2),

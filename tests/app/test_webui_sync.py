@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.service import WEBUI_SCHEME, KnowledgeBase
 from app.settings import Settings
-from app.webui_sync import UNKNOWN_INSTANCE_FILES, DeletionFollower, WebUIUnavailable
+from app.webui_client import WebUIUnavailable
+from app.webui_sync import UNKNOWN_INSTANCE_FILES, DeletionFollower
 from tests.conftest import MakeKb, write
 
 

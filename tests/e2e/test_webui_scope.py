@@ -6,6 +6,8 @@ chats go through Open WebUI's chat API with ``files`` as its UI sends them.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from typing import Any
 
@@ -13,7 +15,8 @@ import pytest
 
 from tests.e2e.conftest import Stack
 from tests.e2e.test_webui import kb_documents
-from tests.openwebui import WebUIClient, chat_with_files, sources
+from tests.openwebui import API_KEY, WebUIClient, chat_with_files, sources
+from tests.processes import KB
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +148,26 @@ def test_a_knowledge_base_shared_with_a_group_is_found_by_its_members_only(
     finally:
         carol.close()
         dave.close()
+
+
+def test_kb_webui_check_reports_and_repairs_the_wiring(
+    webui_stack: Stack, webui_admin: WebUIClient, filter_installed: dict[str, Any]
+) -> None:
+    env = {**os.environ, "KB_DATA_DIR": str(webui_stack.kb_dir), "KB_API_KEY": API_KEY,
+           **{f"KB_{k.upper()}": v for k, v in webui_stack.kb_settings.items()}}
+
+    def check(*flags: str) -> subprocess.CompletedProcess[str]:
+        command = [str(KB), "webui", "--check", *flags, "--kb-url", webui_stack.kb.url]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    healthy = check()
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "ok       filter kb_scope" in healthy.stdout and "ok       webhook" in healthy.stdout
+    webui_admin.http.delete("/api/v1/functions/id/kb_scope/delete").raise_for_status()
+    broken = check()
+    assert broken.returncode == 1 and "missing  the filter kb_scope is not installed" in (
+        broken.stdout
+    )
+    fixed = check("--fix")
+    assert fixed.returncode == 0 and "fixed    filter: installed the filter" in fixed.stdout
+    assert check().returncode == 0
