@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from app.settings import Settings
 from ingest.loaders import SUPPORTED_EXTENSIONS
-from ingest.pipeline import FAILED, Outcome, Source
+from ingest.pipeline import FAILED, Outcome
 from retrieval.errors import KbError
 from retrieval.search import MODES
 
@@ -177,9 +177,9 @@ def collect_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     """Ingest with a progress bar, then print a summary; exit 1 if any file failed."""
     files, skipped = collect_files(args.paths)
-    sources = [Source(f"file:{p.resolve()}", p.name, p) for p in files]
     kb = _open(settings)
     try:
+        sources = [kb.upload_source("file", str(p.resolve()), p.name, p, None) for p in files]
         with _progress(len(sources), "ingest") as tick:
             outcomes = kb.ingest(sources, tick)
     finally:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from app.factory import open_knowledge_base
 from app.service import KnowledgeBase
 from app.settings import Settings
-from ingest.pipeline import FAILED, Source
+from ingest.pipeline import FAILED
 from retrieval.errors import KbError
 from retrieval.evaluation import Dataset, Ranking, evaluate, load_dataset
 from retrieval.search import HYBRID, MODES
@@ -63,7 +63,7 @@ def index_corpus(kb: KnowledgeBase, dataset: Dataset) -> int:
         for doc_id, text in dataset.corpus():
             path = Path(tmp) / f"{doc_id}.txt"
             path.write_text(text, encoding="utf-8")
-            sources.append(Source(f"eval:{doc_id}", path.name, path))
+            sources.append(kb.upload_source("eval", doc_id, path.name, path, None))
         with tqdm(total=len(sources), desc="index", unit="doc", file=sys.stderr) as bar:
             outcomes = kb.ingest(sources, lambda _: bar.update())
     failed = [o for o in outcomes if o.status == FAILED]

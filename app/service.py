@@ -190,8 +190,10 @@ class KnowledgeBase:
     def upload_source(
         self, scheme: str, ref: str, name: str, path: Path, owner: str | None
     ) -> Source:
-        """The ``Source`` for an upload: keyed by scheme, owner and ``ref`` (a file id or
-        name), so a re-upload by the same owner replaces it and nobody else's can."""
+        """The ``Source`` for a file to ingest, the one place document keys are minted:
+        keyed by scheme (``owui``, ``upload``, ``file`` for `kb ingest`, ``eval``), owner and
+        ``ref`` (a file id, name or path), so ingesting it again by the same owner replaces
+        it and nobody else's can."""
         key = upload_key(scheme, owner, ref)
         # Keys from before the owner was part of them (one owner's documents only).
         legacy = (

@@ -145,6 +145,12 @@ def test_a_knowledge_base_shared_with_a_group_is_found_by_its_members_only(
         share([])  # the grant is removed
         assert "freezer-rota.txt" not in cited(carol, [])
         assert "freezer-rota.txt" not in cited(carol, [{"type": "collection", "id": rota}])
+        share([{"principal_type": "user", "principal_id": "*", "permission": "read"}])
+        assert "freezer-rota.txt" in cited(dave, [])  # made public: everyone reads it
+        webui_admin.http.delete(f"/api/v1/knowledge/{rota}/delete").raise_for_status()
+        # The knowledge base is gone: its file stays the admin's own, shared with nobody.
+        assert "freezer-rota.txt" not in cited(dave, []) | cited(carol, [])
+        assert "freezer-rota.txt" in cited(webui_admin, [])
     finally:
         carol.close()
         dave.close()
