@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,7 +27,7 @@ from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from tests.e2e.conftest import Stack
 from tests.filegen import pdf_bytes
-from tests.openwebui import ADMIN_EMAIL, ADMIN_PASSWORD, API_KEY
+from tests.openwebui import ADMIN_EMAIL, ADMIN_PASSWORD, API_KEY, WebUIClient
 
 pytestmark = pytest.mark.integration
 
@@ -97,12 +100,10 @@ def ask(page: Page, question: str) -> Locator:
     return page.locator(".chat-assistant").last
 
 
-def test_upload_ask_and_read_the_cited_answer_in_a_browser(
-    extractive_stack: Stack, tmp_path: Path
-) -> None:
+@contextmanager
+def browser_page(name: str) -> Iterator[Page]:
+    """A page of the system Chromium; a screenshot ``<name>-failure.png`` if the test fails."""
     executable, folder = chromium(), artifacts()
-    document = tmp_path / FILE_NAME
-    document.write_bytes(pdf_bytes(PAGES))
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(executable), headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -112,33 +113,85 @@ def test_upload_ask_and_read_the_cited_answer_in_a_browser(
             page.get_by_role("button", name="Okay, Let's Go!"), lambda button: button.click()
         )
         try:
-            sign_in(page, extractive_stack.webui.url)
-            upload(page, document)
-            entry = kb_document(extractive_stack, FILE_NAME)
-            assert entry["status"] == "indexed", entry
-
-            answer = ask(page, QUESTION)
-            # Extractive answers quote the best passages: "> sentence [1]".
-            quote = answer.locator("blockquote", has_text=FACT)
-            expect(quote).to_be_visible(timeout=ANSWER_TIMEOUT)
-            # [1] is rendered as a button naming the cited file, not as text.
-            expect(quote.get_by_role("button", name=f"View source: {FILE_NAME}")).to_be_visible()
-            expect(quote).not_to_contain_text("[1]")
-            # Under the answer, the list of sources, opened, names the file as source 1.
-            sources = answer.get_by_role("button", name="Toggle 1 source")
-            sources.click()
-            expect(sources).to_have_attribute("aria-expanded", "true")
-            expect(answer.get_by_role("button", name=f"View source: 1 {FILE_NAME}")).to_be_visible()
-            page.screenshot(path=folder / "open-webui-answer.png", full_page=True)
-
-            # The citation opens the passage kb quoted, from that file.
-            quote.get_by_role("button", name=f"View source: {FILE_NAME}").click()
-            passage = page.get_by_role("dialog")
-            expect(passage).to_contain_text(FILE_NAME)
-            expect(passage).to_contain_text(FACT)
-            expect(passage).to_contain_text(re.compile(r"\(page\s+2\)"))
+            yield page
         except BaseException:
-            page.screenshot(path=folder / "open-webui-failure.png", full_page=True)
+            page.screenshot(path=folder / f"{name}-failure.png", full_page=True)
             raise
         finally:
             browser.close()
+
+
+def test_upload_ask_and_read_the_cited_answer_in_a_browser(
+    extractive_stack: Stack, tmp_path: Path
+) -> None:
+    document = tmp_path / FILE_NAME
+    document.write_bytes(pdf_bytes(PAGES))
+    with browser_page("open-webui") as page:
+        sign_in(page, extractive_stack.webui.url)
+        upload(page, document)
+        entry = kb_document(extractive_stack, FILE_NAME)
+        assert entry["status"] == "indexed", entry
+
+        answer = ask(page, QUESTION)
+        # Extractive answers quote the best passages: "> sentence [1]".
+        quote = answer.locator("blockquote", has_text=FACT)
+        expect(quote).to_be_visible(timeout=ANSWER_TIMEOUT)
+        # [1] is rendered as a button naming the cited file, not as text.
+        expect(quote.get_by_role("button", name=f"View source: {FILE_NAME}")).to_be_visible()
+        expect(quote).not_to_contain_text("[1]")
+        # Under the answer, the list of sources, opened, names the file as source 1.
+        sources = answer.get_by_role("button", name="Toggle 1 source")
+        sources.click()
+        expect(sources).to_have_attribute("aria-expanded", "true")
+        expect(answer.get_by_role("button", name=f"View source: 1 {FILE_NAME}")).to_be_visible()
+        page.screenshot(path=artifacts() / "open-webui-answer.png", full_page=True)
+
+        # The citation opens the passage kb quoted, from that file.
+        quote.get_by_role("button", name=f"View source: {FILE_NAME}").click()
+        passage = page.get_by_role("dialog")
+        expect(passage).to_contain_text(FILE_NAME)
+        expect(passage).to_contain_text(FACT)
+        expect(passage).to_contain_text(re.compile(r"\(page\s+2\)"))
+
+
+def test_a_knowledge_base_picked_with_hash_is_what_the_answer_cites(
+    extractive_stack: Stack,
+) -> None:
+    url = extractive_stack.webui.url
+    admin = WebUIClient(url)
+    try:
+        picked = admin.upload("rome-hotels.txt", b"The nightly hotel limit in Rome is 150 euros.",
+                              "text/plain").json()["id"]
+        admin.upload("rome-history.txt", b"In 1990 the nightly hotel limit in Rome was 90 euros.",
+                     "text/plain").raise_for_status()
+        created = admin.http.post("/api/v1/knowledge/create",
+                                  json={"name": "Travel", "description": "trips"})
+        created.raise_for_status()
+        admin.http.post(f"/api/v1/knowledge/{created.json()['id']}/file/add",
+                        json={"file_id": picked}).raise_for_status()
+        wait_for_filter(admin)
+    finally:
+        admin.close()
+    with browser_page("open-webui-hash") as page:
+        sign_in(page, url)
+        page.locator("#chat-input").click()
+        page.keyboard.type("#")
+        page.get_by_role("button", name="Travel").click()  # the knowledge base, from the list
+        answer = ask(page, "What is the nightly hotel limit in Rome?")
+        cited = answer.get_by_role("button", name="View source: rome-hotels.txt")
+        expect(cited.first).to_be_visible(timeout=ANSWER_TIMEOUT)
+        expect(answer).to_contain_text("150 euros")
+        expect(answer.get_by_role("button", name="View source: rome-history.txt")).to_have_count(0)
+        page.screenshot(path=artifacts() / "open-webui-hash-answer.png", full_page=True)
+
+
+def wait_for_filter(admin: WebUIClient, seconds: float = 120) -> None:
+    """Until kb has installed its filter in Open WebUI (kb does so once Open WebUI answers)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        listed = admin.http.get("/api/v1/functions/")
+        listed.raise_for_status()
+        if any(f["id"] == "kb_scope" and f["is_active"] for f in listed.json()):
+            return
+        assert time.monotonic() < deadline, "kb did not install its filter in Open WebUI"
+        time.sleep(1)
