@@ -145,7 +145,9 @@ def test_kill_9_during_ingest_leaves_everything_consistent(
     kb = make_kb(data)
     assert_consistent(kb)
     assert 0 < len(kb.catalog.documents("indexed")) < 60
-    kb.ingest([src(p) for p in sorted(folder.iterdir())])
+    # Keyed as `kb ingest` keys them, so the killed run's documents are recognised.
+    kb.ingest([kb.upload_source("file", str(p.resolve()), p.name, p, None)
+               for p in sorted(folder.iterdir())])
     assert_consistent(kb)
     assert len(kb.catalog.documents("indexed")) == 60
 
