@@ -45,8 +45,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     app.state.kb = kb
     app.state.jobs = JobRunner(kb)
-    app.state.scope_secret = scope_secret(kb.data_dir)
-    follower = app.state.webui_follower = deletion_follower(app.state.settings, kb)
+    secret = app.state.scope_secret = scope_secret(kb.data_dir)
+    follower = app.state.webui_follower = deletion_follower(app.state.settings, kb, secret)
     try:
         if follower is not None:
             follower.start()
@@ -58,12 +58,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         kb.close()
 
 
-def deletion_follower(settings: Settings, kb: KnowledgeBase) -> DeletionFollower | None:
-    """What follows deletions in Open WebUI, when kb knows where it is (KB_WEBUI_URL)."""
+def deletion_follower(
+    settings: Settings, kb: KnowledgeBase, secret: str
+) -> DeletionFollower | None:
+    """What follows deletions in Open WebUI and keeps kb's filter there (signing with
+    ``secret``), when kb knows where it is (KB_WEBUI_URL)."""
     admin = admin_from(settings)
     if admin is None:
         return None
-    secret = scope_secret(kb.data_dir)
     return DeletionFollower(
         kb, admin, settings.webui_reconcile_minutes * 60,
         wire=lambda: admin.ensure_filter(FILTER_SOURCE.read_text(encoding="utf-8"), secret),

@@ -76,56 +76,56 @@ class WebUIAdmin:
         path = f"/api/v1/functions/id/{FILTER_ID}"
         body = {"id": FILTER_ID, "name": "kb scope", "content": source,
                 "meta": {"description": "what a chat picked, for kb (installed by kb)"}}
+        function, valves = self._filter()
         changed = []
-        listed = self._call("GET", "/api/v1/functions/")  # (one unknown id answers 401)
-        self._check(listed)
-        if not any(f.get("id") == FILTER_ID for f in listed.json()):
-            self._check(self._call("POST", "/api/v1/functions/create", json=body))
+        if function is None:
+            self._json("POST", "/api/v1/functions/create", json=body)
+            function, valves = self._filter()
             changed.append("installed the filter")
-        else:
-            found = self._call("GET", path)
-            self._check(found)
-            if found.json().get("content") != source:
-                self._check(self._call("POST", f"{path}/update", json=body))
-                changed.append("updated the filter")
-        function = self._call("GET", path)
-        self._check(function)
+        elif function.get("content") != source:
+            self._json("POST", f"{path}/update", json=body)
+            changed.append("updated the filter")
+        assert function is not None
         for flag, toggle in (("is_active", "toggle"), ("is_global", "toggle/global")):
-            if not function.json().get(flag):
-                self._check(self._call("POST", f"{path}/{toggle}"))
+            if not function.get(flag):
+                self._json("POST", f"{path}/{toggle}")
                 changed.append(f"turned on {flag.removeprefix('is_')}")
-        valves = self._call("GET", f"{path}/valves")
-        self._check(valves)
-        if (valves.json() or {}).get("secret") != secret:
-            update = self._call("POST", f"{path}/valves/update", json={"secret": secret})
-            self._check(update)
+        if valves.get("secret") != secret:
+            self._json("POST", f"{path}/valves/update", json={"secret": secret})
             changed.append("set the filter's secret")
         return changed
 
     def filter_problems(self, source: str, secret: str) -> list[str]:
         """What is wrong with kb's Filter function in Open WebUI (nothing: all in place)."""
-        listed = self._call("GET", "/api/v1/functions/")
-        self._check(listed)
-        if not any(f.get("id") == FILTER_ID for f in listed.json()):
+        function, valves = self._filter()
+        if function is None:
             return [f"the filter {FILTER_ID} is not installed"]
-        path = f"/api/v1/functions/id/{FILTER_ID}"
-        found, valves = self._call("GET", path), self._call("GET", f"{path}/valves")
-        self._check(found)
-        self._check(valves)
         problems = []
-        if found.json().get("content") != source:
+        if function.get("content") != source:
             problems.append("the filter is not this kb's version")
         problems += [f"the filter is not {flag.removeprefix('is_')}"
-                     for flag in ("is_active", "is_global") if not found.json().get(flag)]
-        if (valves.json() or {}).get("secret") != secret:
+                     for flag in ("is_active", "is_global") if not function.get(flag)]
+        if valves.get("secret") != secret:
             problems.append("the filter's secret is not kb's (scopes would be ignored)")
         return problems
 
+    def _filter(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """kb's Filter function as Open WebUI has it (``None``: not installed), and its valves."""
+        # Found by listing: Open WebUI answers 401, not 404, for an unknown function id.
+        if not any(f.get("id") == FILTER_ID for f in self._json("GET", "/api/v1/functions/")):
+            return None, {}
+        path = f"/api/v1/functions/id/{FILTER_ID}"
+        return self._json("GET", path), self._json("GET", f"{path}/valves") or {}
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer to a call that must succeed."""
+        response = self._call(method, path, **kwargs)
+        self._check(response)
+        return response.json()
+
     def webhook_to(self, url: str) -> dict[str, Any] | None:
         """The enabled webhook that sends every event to ``url`` (query aside), if any."""
-        response = self._call("GET", "/api/events/webhooks")
-        self._check(response)
-        for hook in response.json():
+        for hook in self._json("GET", "/api/events/webhooks"):
             if (str(hook.get("url", "")).split("?")[0] == url and hook.get("enabled")
                     and "*" in (hook.get("events") or ["*"])):
                 return dict(hook)
@@ -134,7 +134,7 @@ class WebUIAdmin:
     def add_webhook(self, url: str) -> None:
         """Register a webhook sending every event to ``url``."""
         body = {"name": "kb", "url": url, "enabled": True, "events": ["*"]}
-        self._check(self._call("POST", "/api/events/webhooks", json=body))
+        self._json("POST", "/api/events/webhooks", json=body)
 
     def _get(self, path: str, **params: Any) -> httpx.Response:
         return self._call("GET", path, params=params)
