@@ -227,7 +227,8 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps({"results": [_hit_json(h) for h in hits]}, ensure_ascii=False, indent=2))
         return 0
     for rank, h in enumerate(hits, 1):
-        where = f"{h.source}" + (f", page {h.page}" if h.page else "")
+        where = f"{h.source}" + (f", page {h.page}" if h.page else "") + (" (OCR)" if h.ocr
+                                                                           else "")
         text = " ".join(h.text.split())
         print(f"{rank}. [{h.score:.3f}] {where}\n   {text[:300]}")
         if args.explain:
@@ -239,7 +240,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
 def _hit_json(h: Any) -> dict[str, Any]:
     keys = ("document_id", "source", "page", "chunk_index", "text", "score", "section",
-            "scores", "ranks")
+            "scores", "ranks", "ocr")
     return {k: getattr(h, k) for k in keys}
 
 
@@ -261,7 +262,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         kb.close()
     if args.json:
         rows = [{"id": d.id, "source": d.source, "status": d.status, "chunks": d.chunks,
-                 "owner": d.owner, "error": d.error} for d in docs]
+                 "owner": d.owner, "error": d.error, "pages": d.pages,
+                 "ocr_pages": d.ocr_pages, "blank_pages": d.blank_pages} for d in docs]
         print(json.dumps({"status": summary, "documents": rows}, indent=2))
         return 0
     for key, value in summary.items():
@@ -269,8 +271,17 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     for d in docs:
         reason = f"  ({d.error})" if d.error else ""
         owner = f"  [private to {d.owner}]" if d.owner else ""
-        print(f"  {d.id}  {d.status:<8} {d.chunks:>6}  {d.source}{owner}{reason}")
+        print(f"  {d.id}  {d.status:<8} {d.chunks:>6}  {d.source}{_pages(d)}{owner}{reason}")
     return 0
+
+
+def _pages(doc: Any) -> str:
+    """`` (12 pages: 10 OCR'd, 1 blank)`` for a paged document that needed OCR."""
+    if not doc.pages or not (doc.ocr_pages or doc.blank_pages):
+        return ""
+    parts = [f"{doc.ocr_pages} OCR'd"] if doc.ocr_pages else []
+    parts += [f"{doc.blank_pages} blank"] if doc.blank_pages else []
+    return f"  ({doc.pages} page{'' if doc.pages == 1 else 's'}: {', '.join(parts)})"
 
 
 def cmd_rm(settings: Settings, args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
     parser = ParserPool(
         settings.parse_workers or os.cpu_count() or 1,
         ParseBudget(settings.parse_cpu_seconds, settings.parse_memory_mb),
+        settings.ocr_settings,
     )
     chunking = ChunkSettings(tokens=settings.chunk_tokens, overlap=settings.chunk_overlap)
     llm = make_chat_model(settings.llm_url, settings.llm_model, _secret(settings.llm_api_key))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from app.gate import Gate
+from ingest import ocr
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker, ChunkSettings
 from ingest.claims import Claims
@@ -394,8 +395,20 @@ class KnowledgeBase:
             "vectors": self.store.count(),
             "lexical_chunks": self.store.lexical.count(),
             "pending_writes": len(self.catalog.pending()),
+            "ocr": self._ocr_engines(),
             **self.catalog.counts(),
         }
+
+    def _ocr_engines(self) -> str:
+        """``auto: rapidocr, tesseract``, or what is missing."""
+        if not isinstance(self.parser, ParserPool):
+            return "unknown"
+        settings = self.parser.ocr
+        if not settings.enabled:
+            return "off"
+        found, missing = ocr.available(settings)
+        note = f" (missing: {'; '.join(missing)})" if missing else ""
+        return f"{settings.engine}: {', '.join(found) or 'no engine'}{note}"
 
     def _pipeline(self, store: HybridStore, committer: Any) -> Pipeline:
         return Pipeline(

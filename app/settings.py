@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.ocr import OcrSettings
 from retrieval.embedders import DEFAULT_MODEL
 
 MB = 2**20
@@ -79,6 +81,16 @@ class Settings(BaseSettings):
     )
     max_pages: int = Field(default=5000, gt=0)
     max_chars: int = Field(default=300_000_000, gt=0)
+    ocr: Literal["auto", "rapidocr", "tesseract", "off"] = Field(
+        default="auto", description="OCR engine for scanned pages and images (auto: RapidOCR "
+        "for Chinese, Tesseract for Latin script when installed)",
+    )
+    ocr_languages: str = Field(
+        default="chi_sim,eng", description="Tesseract language data to read with, comma-separated"
+    )
+    ocr_max_pages: int = Field(default=500, gt=0, description="most pages of a file to OCR")
+    ocr_page_seconds: int = Field(default=60, gt=0, description="CPU time to OCR one page")
+    ocr_dpi: int = Field(default=300, ge=72, le=600, description="resolution scans are read at")
 
     insecure_no_auth: bool = Field(
         default=False,
@@ -120,6 +132,13 @@ class Settings(BaseSettings):
         """What the embedding model knows (``None``: every script); see ``embedding_scripts``."""
         scripts = self.embedding_scripts or ("latin" if model_name == DEFAULT_MODEL else "all")
         return None if scripts == "all" else frozenset(scripts.split(","))
+
+    @property
+    def ocr_settings(self) -> OcrSettings:
+        """The OCR engine and budgets, as the parser workers take them."""
+        languages = tuple(lang.strip() for lang in self.ocr_languages.split(",") if lang.strip())
+        return OcrSettings(self.ocr, languages or ("eng",), self.ocr_max_pages,
+                           self.ocr_page_seconds, self.ocr_dpi)
 
     @property
     def max_file_bytes(self) -> int:

@@ -40,7 +40,10 @@ CREATE TABLE IF NOT EXISTS documents (
     fingerprint TEXT NOT NULL DEFAULT '',
     owner TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    pages INTEGER,
+    ocr_pages INTEGER NOT NULL DEFAULT 0,
+    blank_pages INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
 CREATE TABLE IF NOT EXISTS pending (
@@ -50,6 +53,12 @@ CREATE TABLE IF NOT EXISTS pending (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added since the first release, for catalogs made before them.
+ADDED_COLUMNS = {
+    "pages": "INTEGER",
+    "ocr_pages": "INTEGER NOT NULL DEFAULT 0",
+    "blank_pages": "INTEGER NOT NULL DEFAULT 0",
+}
 
 INDEXED, FAILED = "indexed", "failed"
 
@@ -72,6 +81,9 @@ class Document:
     owner: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    pages: int | None = None  # of a PDF or image; None for other types
+    ocr_pages: int = 0  # read by OCR
+    blank_pages: int = 0  # with no text at all (no text layer, and OCR found none)
 
 
 _DOC_COLUMNS = [f.name for f in fields(Document)]
@@ -88,6 +100,10 @@ class Catalog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(documents)")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE documents ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Close the connection."""
@@ -161,12 +177,16 @@ class Catalog:
         return [Document(**dict(r)) for r in self._query(sql + " ORDER BY source, id", args)]
 
     def counts(self) -> dict[str, int]:
-        """Number of documents and chunks by status."""
+        """Number of documents and chunks by status; pages OCR'd and blank (indexed)."""
         rows = self._query(
-            "SELECT status, COUNT(*) n, SUM(chunks) c FROM documents GROUP BY status"
+            "SELECT status, COUNT(*) n, SUM(chunks) c, SUM(ocr_pages) o, SUM(blank_pages) b"
+            " FROM documents GROUP BY status"
         )
         out = {f"documents_{r['status']}": int(r["n"]) for r in rows}
-        out["chunks"] = sum(int(r["c"] or 0) for r in rows if r["status"] == INDEXED)
+        indexed = [r for r in rows if r["status"] == INDEXED]
+        out["chunks"] = sum(int(r["c"] or 0) for r in indexed)
+        out["pages_ocr"] = sum(int(r["o"] or 0) for r in indexed)
+        out["pages_blank"] = sum(int(r["b"] or 0) for r in indexed)
         return out
 
     def current_generations(
@@ -296,8 +316,10 @@ class Catalog:
             db.execute("DELETE FROM meta WHERE key = 'reindex_collection'")
             for doc in docs:
                 db.execute(
-                    "UPDATE documents SET chunks = ?, fingerprint = ?, updated_at = ? WHERE id = ?",
-                    [doc.chunks, doc.fingerprint, time.time(), doc.id],
+                    "UPDATE documents SET chunks = ?, fingerprint = ?, updated_at = ?, pages = ?,"
+                    " ocr_pages = ?, blank_pages = ? WHERE id = ?",
+                    [doc.chunks, doc.fingerprint, time.time(), doc.pages, doc.ocr_pages,
+                     doc.blank_pages, doc.id],
                 )
 
     # -- meta -------------------------------------------------------------

@@ -84,6 +84,7 @@ class Chunker:
                     page=segment.page,
                     section=segment.section,
                     generation=generation,
+                    ocr=segment.ocr,
                     owner=owner,
                     title=title,
                 )

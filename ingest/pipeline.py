@@ -19,7 +19,7 @@ import hashlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +31,7 @@ from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker
 from ingest.claims import Claims
 from ingest.loaders import Limits, detect_type
+from ingest.ocr import PageCounts
 from ingest.originals import Originals
 from ingest.workers import Cancel, Parser, never
 from retrieval.embedders import Embedder
@@ -116,6 +117,7 @@ class _Start:
 @dataclass
 class _End:
     document_id: str
+    counts: PageCounts | None = None
 
 
 @dataclass
@@ -287,7 +289,7 @@ class Pipeline:
         copied = None if force else self._copy(doc, seen)
         if copied is not None:
             yield from copied
-            yield _End(doc.id)
+            yield _End(doc.id, self._counts_of_twin(doc))
         else:
             yield from self._parse(doc, stored, cancelled)
 
@@ -309,9 +311,17 @@ class Pipeline:
         # Another run may have replaced or removed the twin meanwhile: then parse.
         return copies if sum(len(c.chunks) for c in copies) == twin.chunks else None
 
+    def _counts_of_twin(self, doc: Document) -> PageCounts | None:
+        twin = self.catalog.twin(doc.content_hash, self.fingerprint, doc.id, doc.owner)
+        if twin is None or twin.pages is None:
+            return None
+        return PageCounts(twin.pages, twin.ocr_pages, twin.blank_pages)
+
     def _parse(self, doc: Document, stored: Path, cancelled: Cancel) -> Iterator[Event]:
+        counts: list[PageCounts] = []
         try:
-            segments = self.parser.parse(stored, doc.source, self.limits, cancelled)
+            segments: Iterator[Segment] = _returned(
+                self.parser.parse(stored, doc.source, self.limits, cancelled), counts)
             if self.texts is not None:
                 segments = _kept(segments, self.texts.setdefault(doc.id, []))
             yield from self.chunker.chunks(
@@ -327,7 +337,7 @@ class Pipeline:
             log.exception("unexpected error reading %s", doc.source)
             yield _Fail(doc.id, f"could not read this {doc.type.upper()} file: {exc}")
             return
-        yield _End(doc.id)
+        yield _End(doc.id, counts[0] if counts else None)
 
     def _rejected(self, source: Source, error: str) -> _Rejected:
         try:
@@ -356,7 +366,11 @@ class Pipeline:
             event.doc.chunks = 0
             state.inflight[event.doc.id] = event.doc
         elif isinstance(event, _End):
-            if state.inflight[event.document_id].chunks == 0:
+            doc = state.inflight[event.document_id]
+            if event.counts is not None and event.counts.pages:
+                doc.pages = event.counts.pages
+                doc.ocr_pages, doc.blank_pages = event.counts.ocr, event.counts.blank
+            if doc.chunks == 0:
                 self._fail(state, _Fail(event.document_id, "no extractable text"), report)
             else:
                 state.ended.append(event.document_id)
@@ -404,6 +418,15 @@ class Pipeline:
                 self.committer.abort(doc)
             except Exception:  # the store may be what failed; recovery finishes the job
                 log.warning("rollback of %s deferred to the next start", doc.source)
+
+
+def _returned(
+    parsed: Generator[Segment, None, PageCounts | None], into: list[PageCounts]
+) -> Iterator[Segment]:
+    """The segments of ``parsed``; what it returns (the page counts) goes into ``into``."""
+    counts = yield from parsed
+    if counts is not None:
+        into.append(counts)
 
 
 def _kept(segments: Iterator[Segment], texts: list[str]) -> Iterator[Segment]:

@@ -11,6 +11,12 @@ keeps at most ``workers`` children, reused across files.
 
 Segments stream back in batches, so a large document is chunked and embedded
 while it is still being parsed.
+
+OCR (``ingest.ocr``) runs here too, with budgets of its own: each page read by OCR
+gets ``KB_OCR_PAGE_SECONDS`` of CPU time (the file's budget is paused meanwhile, and
+the child tells the parent, which extends its wall-clock backstop), and a document
+may have at most ``KB_OCR_MAX_PAGES`` pages read. A page over its time fails the file
+with a reason that names the page and the setting.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
 from ingest.loaders import Limits, load
+from ingest.ocr import OcrSettings, PageCounts, Reader
 from retrieval.errors import Cancelled, ExtractionFailed, InvalidDocument, LimitExceeded
 from retrieval.types import Segment
 
@@ -60,6 +67,7 @@ class ParseBudget:
 
 
 Cancel = Callable[[], bool]
+Parsed = Generator[Segment, None, PageCounts]  # segments, then the page counts
 
 
 def never() -> bool:
@@ -72,8 +80,9 @@ class Parser(Protocol):
 
     def parse(
         self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
-    ) -> Iterator[Segment]:
-        """Stream the file's segments; raise InvalidDocument, or Cancelled."""
+    ) -> Parsed:
+        """Stream the file's segments and return its page counts; raise InvalidDocument,
+        or Cancelled."""
 
     def close(self) -> None:
         """Stop any helper processes."""
@@ -120,8 +129,11 @@ class _Worker:
 class ParserPool:
     """Parses files in up to ``workers`` child processes, one file per child at a time."""
 
-    def __init__(self, workers: int, budget: ParseBudget | None = None) -> None:
+    def __init__(
+        self, workers: int, budget: ParseBudget | None = None, ocr: OcrSettings | None = None
+    ) -> None:
         self.size, self.budget = max(1, workers), budget or ParseBudget()
+        self.ocr = ocr or OcrSettings()
         self._slots = threading.BoundedSemaphore(self.size)
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
@@ -130,8 +142,9 @@ class ParserPool:
 
     def parse(
         self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
-    ) -> Iterator[Segment]:
-        """Stream the segments of one file; raise InvalidDocument, or Cancelled."""
+    ) -> Parsed:
+        """Stream the segments of one file and return its page counts; raise
+        InvalidDocument, or Cancelled."""
         while not self._slots.acquire(timeout=POLL_SECONDS):
             if cancelled():
                 raise Cancelled("cancelled while waiting for a parser")
@@ -139,8 +152,9 @@ class ParserPool:
             worker = self._checkout()
             healthy = False
             try:
-                yield from self._run(worker, path, name, limits, cancelled)
+                counts = yield from self._run(worker, path, name, limits, cancelled)
                 healthy = True
+                return counts
             finally:
                 self._checkin(worker, healthy)
         finally:
@@ -197,28 +211,36 @@ class ParserPool:
 
     def _run(
         self, worker: _Worker, path: Path, name: str, limits: Limits, cancelled: Cancel
-    ) -> Iterator[Segment]:
+    ) -> Parsed:
         try:
-            worker.requests.send((str(path), name, limits, self.budget.cpu_seconds))
+            worker.requests.send((str(path), name, limits, self.budget.cpu_seconds, self.ocr))
         except OSError:
             raise worker.death(self.budget, name) from None
         deadline = time.monotonic() + self.budget.cpu_seconds * WALL_FACTOR + WALL_SLACK
+        reading: int | None = None  # the page being read by OCR
         while True:
             if cancelled():
                 raise Cancelled(f"cancelled while parsing {name}")
             if time.monotonic() > deadline:
                 worker.kill()
-                raise self.budget.cpu_error(name)
+                raise self.budget.cpu_error(name) if reading is None else self.ocr.page_error(
+                    reading)
             try:
                 if not worker.replies.poll(POLL_SECONDS):
                     continue
                 kind, payload = worker.replies.recv()
             except (EOFError, OSError):
+                if reading is not None and worker.process.wait() == -signal.SIGXCPU:
+                    raise self.ocr.page_error(reading) from None  # the page's CPU budget
                 raise worker.death(self.budget, name) from None
             if kind == "segments":
                 yield from payload
+            elif kind == "ocr":  # a page starts (its number) or ends (None) being read
+                reading = payload
+                if reading is not None:
+                    deadline += self.ocr.page_seconds * WALL_FACTOR
             elif kind == "done":
-                return
+                return payload  # type: ignore[no-any-return]
             elif kind == "memory":
                 raise self.budget.memory_error(name)
             else:
@@ -230,8 +252,7 @@ class ParserPool:
 
 def _budget_cpu(seconds: int) -> None:
     """Allow ``seconds`` more CPU time from now; the kernel sends SIGXCPU past it."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = int(usage.ru_utime + usage.ru_stime) + 1
+    used = int(_cpu_used()) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (_capped(used + seconds, resource.RLIMIT_CPU),
                                              resource.getrlimit(resource.RLIMIT_CPU)[1]))
 
@@ -254,26 +275,51 @@ def _peak_address_space() -> int:
     return 0
 
 
+def _page_budget(settings: OcrSettings, replies: Connection) -> Reader:
+    """An OCR reader whose every page gets ``page_seconds`` of CPU time, the file's own
+    budget paused meanwhile, and which tells the parent when a page starts and ends."""
+    paused = [0.0]
+
+    def before(page: int) -> None:
+        replies.send(("ocr", page))
+        paused[0] = resource.getrlimit(resource.RLIMIT_CPU)[0] - _cpu_used()
+        _budget_cpu(settings.page_seconds)
+
+    def after() -> None:
+        _budget_cpu(max(1, int(paused[0])))
+        replies.send(("ocr", None))
+
+    return Reader(settings, before, after)
+
+
+def _cpu_used() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _parse_one(task: Any, replies: Connection) -> None:
-    path, name, limits, cpu_seconds = task
+    path, name, limits, cpu_seconds, ocr = task
     _budget_cpu(cpu_seconds)
+    reader = _page_budget(ocr, replies)
     try:
         with open(path, "rb") as stream:
             batch: list[Segment] = []
             size = 0
-            for segment in load(stream, name, limits):
+            for segment in load(stream, name, limits, reader):
                 batch.append(segment)
                 size += len(segment.text)
                 if size >= REPLY_CHARS:
                     replies.send(("segments", batch))
                     batch, size = [], 0
             replies.send(("segments", batch))
-        replies.send(("done", None))
+        replies.send(("done", reader.counts))
     except InvalidDocument as exc:
         # Out of memory, lxml and pypdf report a parse error ("unknown error"): a worker
-        # that came near its cap reports the cap instead.
+        # that came near its cap reports the cap instead. Only for a library's error:
+        # kb's own reasons (limits, no text) stand.
+        library = exc.__cause__ is not None and not isinstance(exc.__cause__, InvalidDocument)
         near_cap = _peak_address_space() > resource.getrlimit(resource.RLIMIT_AS)[0] * 0.6
-        replies.send(("memory", None) if near_cap else ("error", exc))
+        replies.send(("memory", None) if library and near_cap else ("error", exc))
     except MemoryError:
         replies.send(("memory", None))
         raise  # the heap may be in pieces: let the parent start a fresh child

@@ -162,7 +162,7 @@ def _document(chunk: Chunk) -> tantivy.Document:
     payload = {
         "document_id": chunk.document_id, "source": chunk.source, "page": chunk.page,
         "section": chunk.section, "chunk_index": chunk.chunk_index,
-        "generation": chunk.generation, "text": chunk.text,
+        "generation": chunk.generation, "text": chunk.text, "ocr": chunk.ocr,
     }
     doc.add_bytes("payload", json.dumps(payload, ensure_ascii=False).encode())
     return doc
@@ -182,5 +182,5 @@ def _hit(doc: tantivy.Document, score: float) -> Hit:
     return Hit(
         document_id=p["document_id"], source=p["source"], chunk_index=int(p["chunk_index"]),
         text=p["text"], score=float(score), page=p["page"], section=p["section"],
-        generation=int(p["generation"]),
+        generation=int(p["generation"]), ocr=bool(p.get("ocr", False)),
     )

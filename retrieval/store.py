@@ -196,6 +196,8 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
         meta["section"] = chunk.section
     if chunk.title:
         meta["title"] = chunk.title
+    if chunk.ocr:
+        meta["ocr"] = True
     return meta
 
 
@@ -212,6 +214,7 @@ def _chunk(text: str, meta: dict[str, Any]) -> Chunk:
         generation=int(meta["generation"]),
         owner=meta.get("owner") or None,
         title=meta.get("title"),
+        ocr=bool(meta.get("ocr", False)),
     )
 
 
@@ -225,6 +228,7 @@ def _hit(text: str, meta: dict[str, Any], distance: float) -> Hit:
         page=meta.get("page"),
         section=meta.get("section"),
         generation=int(meta.get("generation", 1)),
+        ocr=bool(meta.get("ocr", False)),
     )
 
 

@@ -11,13 +11,15 @@ class Segment:
 
     ``offset`` is the character offset of ``text`` within the document's whole
     extracted text; ``page`` is 1-based (PDF) and ``section`` the nearest
-    heading above the text (DOCX, Markdown), when known.
+    heading above the text (DOCX, Markdown), when known; ``ocr``: the text was read
+    from an image of the page (a scan or a photo), not from a text layer.
     """
 
     text: str
     offset: int
     page: int | None = None
     section: str | None = None
+    ocr: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class Chunk:
     generation: int = 1
     owner: str | None = None  # who may see it; None = shared with everyone
     title: str | None = None  # the document's title, when it has one
+    ocr: bool = False  # read by OCR from a scanned page or an image
 
     @property
     def id(self) -> str:
@@ -71,6 +74,7 @@ class Hit:
     generation: int = 1
     scores: dict[str, float] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
+    ocr: bool = False
 
 
 @dataclass(frozen=True)

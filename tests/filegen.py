@@ -7,14 +7,16 @@ and returns it, so calls can be inlined: ``load_file(make_pdf(tmp_path / "a.pdf"
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import docx
 from fpdf import FPDF
+from PIL import Image, ImageDraw, ImageFont
 from pypdf import PdfReader, PdfWriter
 
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -75,6 +77,100 @@ def make_scanned_pdf(path: Path, pages: int = 2) -> Path:
         writer.add_blank_page(width=595, height=842)
     with path.open("wb") as out:
         writer.write(out)
+    return path
+
+
+# Scans: text drawn into images with a CJK font from Debian's fonts-wqy-zenhei.
+CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
+A4 = (8.27, 11.69)  # inches
+
+
+def scan_image(
+    text: str | None, dpi: int = 200, rotate: float = 0.0, noise: float = 0.0, points: int = 12
+) -> Image.Image:
+    """A grey A4 page image with ``text`` on it, as a scanner leaves it (None: blank)."""
+    width, height = round(A4[0] * dpi), round(A4[1] * dpi)
+    page = Image.new("L", (width, height), 255)
+    if text:
+        face = ImageFont.truetype(CJK_FONT, round(points * dpi / 72))
+        margin = dpi
+        draw = ImageDraw.Draw(page)
+        lines = _wrapped(text, lambda s: face.getlength(s), width - 2 * margin)
+        for n, line in enumerate(lines):
+            draw.text((margin, margin + n * round(face.size * 1.6)), line, font=face, fill=0)
+    if rotate:
+        page = page.rotate(rotate, expand=False, fillcolor=255)
+    if noise:
+        rng = random.Random(len(text or ""))
+        pixels = page.load()
+        assert pixels is not None
+        for _ in range(int(width * height * noise)):
+            x, y = rng.randrange(width), rng.randrange(height)
+            pixels[x, y] = 255 - int(pixels[x, y])  # type: ignore[operator]
+    return page
+
+
+def _wrapped(text: str, measure: Callable[[str], float], width: float) -> list[str]:
+    """Lines no wider than ``width``: by words where there are spaces, else by characters."""
+    units, joiner = (text.split(), " ") if " " in text else (list(text), "")
+    lines, line = [], ""
+    for unit in units:
+        candidate = f"{line}{joiner}{unit}" if line else unit
+        if measure(candidate) <= width or not line:
+            line = candidate
+        else:
+            lines.append(line)
+            line = unit
+    return [*lines, line] if line else lines
+
+
+def make_scan_pdf(path: Path, pages: Sequence[str | None], dpi: int = 200) -> Path:
+    """An image-only PDF, one scanned page per entry (None: a blank scan)."""
+    images = [scan_image(text, dpi) for text in pages]
+    images[0].save(path, "PDF", save_all=True, append_images=images[1:], resolution=dpi)
+    return path
+
+
+def make_mixed_pdf(path: Path, pages: Sequence[tuple[str, str | None]], dpi: int = 200) -> Path:
+    """A PDF of text pages ``("text", str)`` and scanned ones ``("scan", str | None)``."""
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for kind, text in pages:
+        pdf.add_page()
+        if kind == "text":
+            pdf.multi_cell(0, 8, text or "")
+        else:
+            pdf.image(scan_image(text, dpi), x=0, y=0, w=210, h=297)
+    path.write_bytes(bytes(pdf.output()))
+    return path
+
+
+def make_rotated_scan_pdf(path: Path, text: str, dpi: int = 200) -> Path:
+    """A scanned page stored sideways with ``/Rotate 90``, so it shows (and renders) upright."""
+    scan_image(text, dpi).rotate(90, expand=True).save(path, "PDF", resolution=dpi)
+    reader = PdfReader(path)
+    writer = PdfWriter()
+    writer.add_page(reader.pages[0]).rotate(90)
+    with path.open("wb") as out:
+        writer.write(out)
+    return path
+
+
+def make_photo(path: Path, text: str, sideways: bool = False, dpi: int = 200) -> Path:
+    """A JPEG of a page; ``sideways``: stored rotated, with the EXIF tag that stands it up."""
+    image = scan_image(text, dpi, rotate=1.0).convert("RGB")
+    exif = Image.Exif()
+    if sideways:
+        image = image.rotate(90, expand=True)
+        exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    image.save(path, "JPEG", quality=90, exif=exif)
+    return path
+
+
+def make_tiff(path: Path, pages: Sequence[str | None], dpi: int = 200) -> Path:
+    """A multi-page TIFF: one scanned page per entry."""
+    images = [scan_image(text, dpi) for text in pages]
+    images[0].save(path, "TIFF", save_all=True, append_images=images[1:], compression="tiff_lzw")
     return path
 
 

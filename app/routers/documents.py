@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.deps import JobsDep, KbDep, SettingsDep
 from app.routers.jobs import JobView
@@ -27,6 +27,9 @@ class DocumentView(BaseModel):
     owner: str | None = None  # the Open WebUI user it is private to; None = shared
     created_at: float
     updated_at: float
+    pages: int | None = Field(None, description="pages of a PDF or image; null for others")
+    ocr_pages: int = Field(0, description="pages read by OCR (scanned, no text layer)")
+    blank_pages: int = Field(0, description="pages with no text at all, even after OCR")
 
     @classmethod
     def of(cls, doc: Document) -> DocumentView:

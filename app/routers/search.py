@@ -33,6 +33,7 @@ class SearchResult(BaseModel):
     section: str | None = None
     scores: dict[str, float] = Field(description="each stage's score: dense, lexical, rerank")
     ranks: dict[str, int] = Field(description="each stage's 1-based rank")
+    ocr: bool = Field(False, description="the text was read by OCR from a scan or an image")
 
 
 class SearchResponse(BaseModel):
@@ -57,7 +58,7 @@ def search(body: SearchRequest, kb: KbDep, viewer: ViewerDep) -> SearchResponse:
             SearchResult(
                 document_id=h.document_id, source=h.source, page=h.page,
                 chunk_index=h.chunk_index, text=h.text, score=h.score, section=h.section,
-                scores=h.scores, ranks=h.ranks,
+                scores=h.scores, ranks=h.ranks, ocr=h.ocr,
             )
             for h in hits
         ],

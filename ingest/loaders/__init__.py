@@ -18,7 +18,9 @@ from typing import BinaryIO
 
 from ingest.loaders import text
 from ingest.loaders.docx import OLE2_MAGIC, load_docx
+from ingest.loaders.image import load_image
 from ingest.loaders.pdf import load_pdf
+from ingest.ocr import OcrSettings, Reader
 from retrieval.errors import ExtractionFailed, InvalidDocument, LimitExceeded, UnsupportedFileType
 from retrieval.types import Segment
 
@@ -47,14 +49,24 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".text": "txt",
     ".md": "txt",
     ".markdown": "txt",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tif": "image",
+    ".tiff": "image",
 }
 MARKDOWN_EXTENSIONS = frozenset({".md", ".markdown"})
-_LABELS = {"pdf": "PDF", "docx": "DOCX", "txt": "text file"}
+_LABELS = {"pdf": "PDF", "docx": "DOCX", "txt": "text file", "image": "image"}
+SUPPORTED = "PDF, DOCX, TXT, Markdown, PNG, JPEG, TIFF"
 
 LOADERS: dict[str, Callable[[BinaryIO, Limits], Iterator[Segment]]] = {
-    "pdf": load_pdf,
     "docx": load_docx,
     "txt": text.load_text,
+}
+# Loaders of paged documents, which may need OCR.
+PAGED_LOADERS: dict[str, Callable[[BinaryIO, Limits, Reader], Iterator[Segment]]] = {
+    "pdf": load_pdf,
+    "image": load_image,
 }
 
 _OLE2 = "an OLE2 file (legacy .doc/.xls/.ppt)"
@@ -63,6 +75,8 @@ _MAGIC = (
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF87a", "a GIF image"),
     (b"GIF89a", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
     (b"PK\x03\x04", "a ZIP archive"),
     (b"PK\x05\x06", "a ZIP archive"),
     (b"\x1f\x8b", "a GZIP archive"),
@@ -104,12 +118,12 @@ def _split_name(name: str) -> tuple[str, str]:
 
 
 def detect_type(name: str, head: bytes) -> str:
-    """Return "pdf", "docx" or "txt" for a file, from its name and its first bytes."""
+    """Return "pdf", "docx", "txt" or "image" for a file, from its name and first bytes."""
     base, extension = _split_name(name)
     if extension not in SUPPORTED_EXTENSIONS:
         found = f"{extension} files are" if extension else f"{base} has no extension and is"
         raise UnsupportedFileType(
-            f"unsupported type: {found} not supported (supported: PDF, DOCX, TXT, Markdown)"
+            f"unsupported type: {found} not supported (supported: {SUPPORTED})"
         )
     expected = SUPPORTED_EXTENSIONS[extension]
     if not head:
@@ -120,12 +134,13 @@ def detect_type(name: str, head: bytes) -> str:
         # An OLE2 file named .docx is usually an encrypted DOCX; its loader says so.
         "docx": {"a ZIP archive", _OLE2},
         "txt": {"text"},
+        "image": {"a PNG image", "a JPEG image", "a TIFF image"},
     }[expected]
     if found not in accepted:
         content = "plain text" if found == "text" else found
         raise UnsupportedFileType(
             f"unsupported type: {base} is named {extension} but its content is {content}; "
-            "upload a real PDF, DOCX, TXT or Markdown file"
+            f"upload a real file of a supported type ({SUPPORTED})"
         )
     return expected
 
@@ -159,8 +174,13 @@ def _guarded(segments: Iterator[Segment], kind: str) -> Iterator[Segment]:
         )
 
 
-def load(stream: BinaryIO, name: str, limits: Limits = DEFAULT_LIMITS) -> Iterator[Segment]:
-    """Detect a file's type and stream its text as segments; raise InvalidDocument if bad."""
+def load(
+    stream: BinaryIO, name: str, limits: Limits = DEFAULT_LIMITS, reader: Reader | None = None
+) -> Iterator[Segment]:
+    """Detect a file's type and stream its text as segments; raise InvalidDocument if bad.
+
+    ``reader`` reads pages that need OCR and counts the pages of a paged document.
+    """
     size = _file_size(stream)
     if size > limits.max_file_bytes:
         raise LimitExceeded(
@@ -171,7 +191,11 @@ def load(stream: BinaryIO, name: str, limits: Limits = DEFAULT_LIMITS) -> Iterat
     stream.seek(0)
     if size == 0:
         raise ExtractionFailed("empty file: it has no content; check that the upload completed")
-    segments = _guarded(LOADERS[kind](stream, limits), kind)
+    if kind in PAGED_LOADERS:
+        raw = PAGED_LOADERS[kind](stream, limits, reader or Reader(OcrSettings()))
+    else:
+        raw = LOADERS[kind](stream, limits)
+    segments = _guarded(raw, kind)
     if _split_name(name)[1] in MARKDOWN_EXTENSIONS:
         return text.markdown_sections(segments)
     return segments

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ingest.loaders import LOADERS, SUPPORTED_EXTENSIONS, Limits, detect_type, load
+from ingest.loaders import (
+    LOADERS,
+    PAGED_LOADERS,
+    SUPPORTED_EXTENSIONS,
+    Limits,
+    detect_type,
+    load,
+)
 from retrieval.errors import ExtractionFailed, LimitExceeded, UnsupportedFileType
 from tests.filegen import OLE2_MAGIC, make_pdf, pdf_bytes, png_bytes
 from tests.ingest.fixtures import load_file
@@ -46,21 +53,21 @@ def test_detects_supported_types(name: str, head: bytes, expected: str) -> None:
 
 
 def test_every_supported_type_has_a_loader() -> None:
-    assert set(SUPPORTED_EXTENSIONS.values()) == set(LOADERS)
+    assert set(SUPPORTED_EXTENSIONS.values()) == set(LOADERS) | set(PAGED_LOADERS)
 
 
 def test_encrypted_docx_passes_detection_so_its_loader_can_explain() -> None:
     assert detect_type("secret.docx", OLE2_MAGIC + b"\x00" * 500) == "docx"
 
 
-@pytest.mark.parametrize("name", ["setup.exe", "photo.PNG", "book.epub", "legacy.doc"])
+@pytest.mark.parametrize("name", ["setup.exe", "photo.GIF", "book.epub", "legacy.doc"])
 def test_unsupported_extension(name: str) -> None:
     extension = name[name.rindex(".") :].lower()
     with pytest.raises(UnsupportedFileType) as caught:
         detect_type(name, b"whatever")
     assert str(caught.value) == (
         f"unsupported type: {extension} files are not supported "
-        "(supported: PDF, DOCX, TXT, Markdown)"
+        "(supported: PDF, DOCX, TXT, Markdown, PNG, JPEG, TIFF)"
     )
 
 
@@ -77,6 +84,8 @@ def test_missing_extension_is_named() -> None:
         ("photo.docx", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "a JPEG image"),
         ("anim.pdf", b"GIF89a\x01\x00\x01\x00", "a GIF image"),
         ("notes.md", gzip.compress(b"hello"), "a GZIP archive"),
+        ("photo.png", pdf_bytes(["hello"]), "a PDF document"),
+        ("scan.tiff", b"just some text\n", "plain text"),
         ("tool.txt", b"\x7fELF\x02\x01\x01" + b"\x00" * 60, "an ELF executable"),
         ("tool.txt", b"MZ\x90\x00\x03\x00\x00\x00This program cannot be run", "a Windows"),
         ("sheet.txt", OLE2_MAGIC + b"\x00" * 100, "an OLE2 file"),

@@ -61,7 +61,8 @@ def test_scanned_pdf_without_text_layer(tmp_path: Path) -> None:
     with pytest.raises(ExtractionFailed) as caught:
         load_file(make_scanned_pdf(tmp_path / "scan.pdf", pages=2))
     assert str(caught.value) == (
-        "no extractable text — scanned document? (PDF has 2 pages but no text layer; OCR it first)"
+        "no extractable text: the PDF has 2 blank pages (no text layer and nothing drawn); "
+        "check that it is the right file"
     )
 
 
