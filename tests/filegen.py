@@ -26,15 +26,16 @@ OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 Block = tuple[str, object]
 
 
-def png_bytes(width: int = 4, height: int = 4) -> bytes:
-    """A valid grey PNG image, built with zlib (no imaging library needed)."""
+def png_bytes(width: int = 4, height: int = 4, rows: int | None = None) -> bytes:
+    """A valid grey PNG image, built with zlib (no imaging library needed); ``rows``: only
+    that many rows of pixels, for a header that claims a huge image (a pixel bomb)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    pixels = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    pixels = b"".join(b"\x00" + b"\x80" * width for _ in range(height if rows is None else rows))
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)

@@ -10,7 +10,7 @@ import pytest
 
 from app.cli import main
 from tests.conftest import write
-from tests.filegen import make_encrypted_pdf, make_pdf
+from tests.filegen import make_encrypted_pdf, make_mixed_pdf, make_pdf, make_photo
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def test_ingest_folder_summary_and_exit_status(
     write(docs / "a.txt", "Solar panels convert sunlight into electricity.")
     write(docs / "sub" / "b.md", "# Wind\nWind turbines turn kinetic energy into power.")
     make_pdf(docs / "c.pdf", ["Hydro dams store water in reservoirs."])
-    write(docs / "image.png", "not ingested: unsupported in a folder")
+    write(docs / "image.gif", "not ingested: unsupported in a folder")
     write(docs / ".hidden.txt", "skipped")
     assert main(["ingest", str(docs)]) == 0
     out = capsys.readouterr().out
@@ -67,6 +67,33 @@ def test_search_json_status_rm(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "removed b.txt" in captured.out and "no document" in captured.err
     main(["search", "bread", "-k", "5", "--json"])
     assert {r["source"] for r in json.loads(capsys.readouterr().out)["results"]} == {"a.txt"}
+
+
+def test_scans_and_photos_are_found_with_their_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = make_mixed_pdf(tmp_path / "report.pdf", [
+        ("text", "Quarterly report of the facilities team."),
+        ("scan", "The boiler room inspection found corroded valves on the third floor; "
+                 "replacement is scheduled for March."),
+        ("scan", None),
+    ])
+    notice = make_photo(tmp_path / "notice.jpg", "食堂将于下周一起延长营业时间至晚上九点。")
+    assert main(["ingest", str(report), str(notice)]) == 0
+    capsys.readouterr()
+    assert main(["search", "corroded valves boiler inspection", "-k", "1"]) == 0
+    assert "report.pdf, page 2 (OCR)" in capsys.readouterr().out
+    assert main(["search", "食堂营业时间", "-k", "1", "--json"]) == 0
+    (hit,) = json.loads(capsys.readouterr().out)["results"]
+    assert (hit["source"], hit["page"], hit["ocr"]) == ("notice.jpg", 1, True)
+    assert main(["status", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "report.pdf  (3 pages: 2 OCR'd, 1 blank)" in out
+    assert "notice.jpg  (1 page: 1 OCR'd)" in out
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)["status"]
+    assert (status["pages_ocr"], status["pages_blank"]) == (3, 1)
+    assert status["ocr"].startswith("auto: rapidocr, tesseract")
 
 
 def test_reindex_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

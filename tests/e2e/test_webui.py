@@ -16,7 +16,14 @@ import pytest
 
 from retrieval.answer import NOT_FOUND
 from tests.e2e.conftest import Stack
-from tests.filegen import make_docx, make_encrypted_pdf, make_scanned_pdf, pdf_bytes
+from tests.filegen import (
+    make_docx,
+    make_encrypted_pdf,
+    make_photo,
+    make_scan_pdf,
+    make_scanned_pdf,
+    pdf_bytes,
+)
 from tests.openwebui import API_KEY, WebUIClient, answer_text, sources
 
 pytestmark = pytest.mark.integration
@@ -31,16 +38,24 @@ DOCX_BLOCKS = [
     ("p", "Laptops must use full-disk encryption and lock after five minutes."),
 ]
 TXT = "Parking: the underground garage opens at 6 am; visitor spaces are on level -1.\n"
+SCAN_PAGES = [  # an image-only PDF, as a scanner makes it: read by OCR
+    "Boiler room inspection. Facilities team, building services report.",
+    "Findings. The inspectors found corroded valves on the third floor boiler.",
+]
+PHOTO = "食堂将于下周一起延长营业时间至晚上九点。"  # a photographed notice
 
 QUESTIONS = [  # question, file that holds the answer, its page, words the answer quotes
     ("What is the daily meal allowance abroad?", "travel.pdf", 3, "45 euros"),
     ("How soon must laptops lock?", "security.docx", None, "five minutes"),
     ("When does the underground garage open?", "parking.txt", None, "6 am"),
+    ("What did the inspectors find on the third floor boiler?", "inspection.pdf", 2,
+     "corroded valves"),
 ]
 MIME = {
     "pdf": "application/pdf",
     "txt": "text/plain",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "jpg": "image/jpeg",
 }
 
 
@@ -61,12 +76,15 @@ def admin(stack: Stack) -> Iterator[WebUIClient]:
 
 @pytest.fixture(scope="module")
 def uploaded(admin: WebUIClient, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The three documents, uploaded through Open WebUI: file name → Open WebUI file record."""
+    """The documents (two of them scans), uploaded through Open WebUI: file name → Open
+    WebUI file record."""
     folder = tmp_path_factory.mktemp("docs")
     files = {
         "travel.pdf": pdf_bytes(PDF_PAGES),
         "security.docx": make_docx(folder / "security.docx", DOCX_BLOCKS).read_bytes(),
         "parking.txt": TXT.encode(),
+        "inspection.pdf": make_scan_pdf(folder / "inspection.pdf", SCAN_PAGES).read_bytes(),
+        "canteen.jpg": make_photo(folder / "canteen.jpg", PHOTO).read_bytes(),
     }
     records = {}
     for name, data in files.items():
@@ -102,6 +120,9 @@ def test_uploads_through_open_webui_are_ingested_by_kb(
     for doc in docs.values():
         assert doc["status"] == "indexed" and doc["chunks"] >= 1
         assert doc["owner"] == admin.user["id"]  # private to the uploader
+    assert (docs["inspection.pdf"]["pages"], docs["inspection.pdf"]["ocr_pages"]) == (2, 2)
+    assert docs["canteen.jpg"]["ocr_pages"] == 1 and docs["travel.pdf"]["ocr_pages"] == 0
+    assert "延长营业时间" in uploaded["canteen.jpg"]["data"]["content"]
 
 
 @pytest.mark.parametrize(("question", "name", "page", "quote"), QUESTIONS)
@@ -135,7 +156,7 @@ def test_broken_files_fail_in_open_webui_with_kbs_reason(
 ) -> None:
     broken = {
         "locked.pdf": (make_encrypted_pdf(tmp_path / "l.pdf").read_bytes(), "encrypted PDF"),
-        "scan.pdf": (make_scanned_pdf(tmp_path / "s.pdf").read_bytes(), "no extractable text"),
+        "blank.pdf": (make_scanned_pdf(tmp_path / "s.pdf").read_bytes(), "no extractable text"),
         "fake.docx": (b"this is not a word file", "named .docx but its content is plain text"),
     }
     for name, (data, reason) in broken.items():

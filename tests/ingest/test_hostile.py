@@ -46,6 +46,8 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "truncated.pdf": (_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog"), "PDF"),
     "empty.docx": (_bytes(b""), "empty file"),
     "nul-bytes.txt": (_bytes(b"\x00" * 10_000), "binary data"),
+    "pixel-bomb.png": (_bytes(png_bytes(100_000, 100_000, rows=1)), "pixels, over the limit"),
+    "broken.jpg": (_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(4096)), "damaged image"),
 }
 
 

@@ -15,7 +15,13 @@ from ingest.workers import Cancel, Parser, ParserPool, never
 from retrieval.embedders import Embedder
 from retrieval.types import Chunk, Segment
 from tests.conftest import MakeKb, write
-from tests.filegen import make_docx, make_encrypted_pdf, make_pdf, make_scanned_pdf
+from tests.filegen import (
+    make_docx,
+    make_encrypted_pdf,
+    make_mixed_pdf,
+    make_pdf,
+    make_scanned_pdf,
+)
 
 PARIS = "The Eiffel Tower in Paris was completed in 1889 for the World's Fair. " * 3
 OCEAN = "Blue whales are the largest animals known to have lived, reaching thirty metres. " * 3
@@ -210,6 +216,20 @@ def test_identical_content_under_a_new_key_reuses_the_vectors(
     kb.remove("tides.txt")  # the copy owns its vectors
     assert {h.source for h in kb.search("ocean tides", 3, viewer="alice")} == {"tides-copy.txt"}
     assert_consistent(kb)
+
+
+def test_a_copied_scan_keeps_its_page_counts(make_kb: MakeKb, tmp_path: Path) -> None:
+    kb = make_kb()
+    path = make_mixed_pdf(tmp_path / "scan.pdf", [("scan", "Harbour lighthouse budget."),
+                                                   ("scan", None), ("text", "Signed.")])
+    [first] = kb.ingest([Source("owui:1", "scan.pdf", path, owner="alice")])
+    [copy] = kb.ingest([Source("owui:2", "scan-copy.pdf", path, owner="alice")])
+    assert (first.status, copy.status) == ("added", "added")
+    for doc_id in (first.document_id, copy.document_id):
+        doc = kb.catalog.get(doc_id)
+        assert doc is not None and (doc.pages, doc.ocr_pages, doc.blank_pages) == (3, 2, 1)
+    [hit] = kb.search("lighthouse budget", 1, viewer="alice")
+    assert hit.ocr and hit.page == 1
 
 
 def test_vectors_are_never_reused_across_owners(
