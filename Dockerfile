@@ -8,6 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
     KB_DATA_DIR=/data KB_HOST=0.0.0.0 KB_PORT=8000
 
+# OCR: Tesseract (the better reader of Latin script) and the libraries OpenCV needs
+# for RapidOCR (the Chinese reader, installed with kb).
+RUN apt-get update && apt-get install -y --no-install-recommends \
+        tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /src
 RUN pip install --index-url ${TORCH_INDEX_URL} torch==2.13.0
 COPY pyproject.toml README.md ./

@@ -9,16 +9,16 @@ pages in the same run:
 - ``rapidocr``: the PyPI wheel ``rapidocr-onnxruntime`` (PP-OCRv4 detection and
   recognition, Chinese and English, on ONNX Runtime);
 - ``tesseract``: Debian's ``tesseract-ocr`` 5 with ``eng`` and ``chi_sim`` data, run as
-  the ``tesseract`` program (``-l eng`` for English pages, ``-l chi_sim`` for Chinese).
+  the ``tesseract`` program (``-l eng`` for English pages, ``-l chi_sim`` for Chinese);
+- ``kb-auto``: kb's own reader (``ingest.ocr``, ``KB_OCR=auto``), which is not told the
+  language: RapidOCR first, Tesseract for pages in Latin script.
 
 The character error rate is the edit distance between what the engine read and the
 paragraph, over the paragraph's length, both with whitespace removed (Chinese has none,
 and line breaks are the renderer's) and NFKC-normalised (full- and half-width
-punctuation alike). Needs, outside kb's own environment:
+punctuation alike). Needs what ``make test`` installs (Tesseract, the CJK font):
 
-    apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-eng fonts-wqy-zenhei
-    python3 -m venv /tmp/ocrvenv && /tmp/ocrvenv/bin/pip install rapidocr-onnxruntime==1.4.4
-    /tmp/ocrvenv/bin/python benchmarks/ocr_engines.py --pages 6 --out benchmarks/out/ocr.json
+    .venv/bin/python benchmarks/ocr_engines.py --pages 6 --out benchmarks/out/ocr.json
 """
 
 from __future__ import annotations
@@ -133,6 +133,23 @@ def tesseract_reader() -> Callable[[Path, str], str]:
     return read
 
 
+def kb_reader() -> Callable[[Path, str], str]:
+    """kb's own reader with ``KB_OCR=auto``, as a new document each page (the engine rule
+    starts afresh), with kb's clean-up of the engines' output."""
+    import sys
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from ingest.ocr import OcrSettings, Reader
+
+    def read(path: Path, language: str) -> str:
+        with Image.open(path) as image:
+            return Reader(OcrSettings()).read(image, 1)
+
+    return read
+
+
 def cer(read: str, truth: str) -> float:
     """Character error rate: edit distance over the truth's length, whitespace removed and
     both sides NFKC-normalised (a full-width comma read as a half-width one is no error)."""
@@ -149,7 +166,8 @@ def cer(read: str, truth: str) -> float:
 def main() -> None:
     """Render, read with each engine, print the figures as JSON."""
     args = parse_args()
-    readers = {"rapidocr": rapidocr_reader(), "tesseract": tesseract_reader()}
+    readers = {"rapidocr": rapidocr_reader(), "tesseract": tesseract_reader(),
+               "kb-auto": kb_reader()}
     result: dict[str, Any] = {"pages_per_set": args.pages, "rotate_degrees": args.rotate,
                               "noise": args.noise, "sets": {}}
     with tempfile.TemporaryDirectory(prefix="kb-ocr-") as tmp:

@@ -39,6 +39,7 @@ def test_every_service_has_an_image_or_build_and_the_product_is_complete() -> No
 
 def test_health_checks_guard_every_dependency() -> None:
     assert "HEALTHCHECK" in DOCKERFILE  # kb's own check lives in its image
+    assert "tesseract-ocr-chi-sim" in DOCKERFILE  # KB_OCR=auto's reader of Latin script
     for name in ("vllm-embed", "vllm-chat", "vllm-rerank", "chroma"):
         assert SERVICES[name]["healthcheck"]["test"], name
     for name, service in SERVICES.items():
@@ -145,6 +146,7 @@ def test_the_image_install_works_from_only_what_the_dockerfile_copies(tmp_path: 
     shutil.rmtree(context)  # as `rm -rf /src`: the install must not need the sources
     probe = (
         "from app.main import create_app; from app.settings import Settings;"
+        "import pypdfium2, rapidocr_onnxruntime;"  # the OCR the image reads scans with
         "print(' '.join(create_app(Settings()).openapi()['paths']))"
     )
     out = subprocess.run(
