@@ -170,16 +170,11 @@ class Tesseract:
         (mean word confidence under ``DOUBT``, as when it reads a script it has no data for)."""
         png = io.BytesIO()
         image.save(png, format="PNG")
-        try:
-            done = subprocess.run(
-                [self.program, "stdin", "stdout", "-l", self.languages, "--psm", "3", "tsv"],
-                input=png.getvalue(), capture_output=True, timeout=self.seconds,
-                env={**os.environ, "OMP_THREAD_LIMIT": "1"},
-            )
-        except subprocess.TimeoutExpired:
-            raise LimitExceeded(
-                f"tesseract took more than {self.seconds} s on one page (KB_OCR_PAGE_SECONDS)"
-            ) from None
+        done = subprocess.run(  # past the page's seconds: TimeoutExpired (Reader reports it)
+            [self.program, "stdin", "stdout", "-l", self.languages, "--psm", "3", "tsv"],
+            input=png.getvalue(), capture_output=True, timeout=self.seconds,
+            env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+        )
         if done.returncode != 0:
             detail = done.stderr.decode(errors="replace").strip()[-300:]
             raise ExtractionFailed(f"tesseract could not read a page: {detail}")
@@ -251,7 +246,9 @@ def available(settings: OcrSettings) -> tuple[list[str], list[str]]:
 
 
 class Reader:
-    """Reads the pages of one document, choosing the engine (``auto``) on its first page.
+    """Reads the page images of one document with the configured engine, or for
+    ``auto`` with the engine that suits each page's script (see the module's doc), and
+    counts the pages it reads.
 
     ``before_page(page)`` runs before each page is read (the worker grants the page
     its CPU budget and tells the parent), ``after_page()`` after it.
@@ -271,8 +268,7 @@ class Reader:
         if not self.settings.enabled:
             raise OcrUnavailable(
                 f"page {page} is an image without a text layer and needs OCR, which is off "
-                "(KB_OCR=off); "
-                "set KB_OCR=auto to read scans and photos"
+                "(KB_OCR=off); set KB_OCR=auto to read scans and photos"
             )
         if self.counts.ocr >= self.settings.max_pages:
             raise self.settings.pages_error()
@@ -280,6 +276,8 @@ class Reader:
         self.before_page(page)
         try:
             return tidy(self._read(_bounded(image)))
+        except subprocess.TimeoutExpired:  # Tesseract, a program of its own, ran too long
+            raise self.settings.page_error(page) from None
         finally:
             self.after_page()
 

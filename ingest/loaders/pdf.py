@@ -137,7 +137,11 @@ class _Scans:
         import pypdfium2
 
         name = getattr(stream, "name", None)
-        source = name if isinstance(name, str) else stream.read()
+        if isinstance(name, str):
+            source: str | bytes = name
+        else:
+            stream.seek(0)
+            source = stream.read()
         try:
             self.pdf = pypdfium2.PdfDocument(source)
         except pypdfium2.PdfiumError as exc:
