@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         default=120, gt=0, description="CPU time one file may take to parse"
     )
     parse_memory_mb: int = Field(
-        default=2048, ge=256, description="memory a parser process may use"
+        default=3072, ge=256, description="memory a parser process may use"
     )
     max_pages: int = Field(default=5000, gt=0)
     max_chars: int = Field(default=300_000_000, gt=0)

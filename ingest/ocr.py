@@ -8,11 +8,12 @@ Two real engines, chosen by measurement (``benchmarks/ocr_engines.py``):
 - ``tesseract``: Debian's ``tesseract-ocr`` with its language data. Reads English
   better (0.9 % against 7.3 %), Chinese worse.
 
-``auto`` (the default) uses both: the first page is read with RapidOCR; a page it
-reads as Latin script is read again with Tesseract (Latin languages), which then
-reads the next pages; a page Tesseract is unsure of (low mean word confidence, as
-for Chinese read with English data) is read again with RapidOCR, which keeps it if
-the text is not Latin. A document in one language costs one extra read at most.
+``auto`` (the default) uses both: the first page is read with Tesseract (Latin
+languages; it is quick); a page Tesseract is unsure of (low mean word confidence,
+as for Chinese read with English data) is read again with RapidOCR, which then
+reads the next pages while their text is not Latin; a page RapidOCR reads as Latin
+script goes back to Tesseract. A document in one language costs one extra read at
+most (English none).
 Either engine alone works too; a missing one is named with the package providing it.
 
 Engines run inside the parsing workers (``ingest.workers``), under their budgets.
@@ -136,7 +137,8 @@ class RapidOcr:
             raise OcrUnavailable(
                 f"the OCR engine rapidocr is not installed: pip install {RAPIDOCR_PACKAGE}"
             ) from exc
-        self._engine = RapidOCR()
+        threads = min(2, os.cpu_count() or 1)  # more threads cost address space, not speed
+        self._engine = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=1)
 
     def read(self, image: Image) -> str:
         import numpy as np
@@ -285,8 +287,8 @@ class Reader:
         if self.settings.engine != "auto":
             self.engine = self.engine or engine_for(self.settings, self.settings.engine)
             return self.engine.read(image)
-        if self.engine is None:  # the first page: RapidOCR reads both scripts
-            self.engine = self._engine("rapidocr") or self._engine("tesseract")
+        if self.engine is None:  # the first page: Tesseract is quick, and says when unsure
+            self.engine = self._engine("tesseract") or self._engine("rapidocr")
             if self.engine is None:
                 engine_for(self.settings, "rapidocr")  # raises, naming the package
         assert self.engine is not None

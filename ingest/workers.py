@@ -50,7 +50,7 @@ class ParseBudget:
     """What one file may cost to parse: CPU seconds, and memory of the whole worker."""
 
     cpu_seconds: int = 120
-    memory_mb: int = 2048
+    memory_mb: int = 3072
 
     def cpu_error(self, name: str) -> LimitExceeded:
         return LimitExceeded(
@@ -98,6 +98,9 @@ class _Worker:
             [sys.executable, "-m", "ingest.workers", str(request_read), str(reply_write),
              str(budget.memory_mb * MB)],
             pass_fds=(request_read, reply_write), stdin=subprocess.DEVNULL,
+            # Two malloc arenas, not one per thread: OCR's threads would each reserve 64 MB
+            # of the address space the memory cap counts.
+            env={**os.environ, "MALLOC_ARENA_MAX": "2"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         os.close(request_read)

@@ -99,7 +99,7 @@ def embedder() -> LocalEmbedder:
 @pytest.fixture(scope="session")
 def parser_pool() -> Iterator[ParserPool]:
     """Real parser processes shared by the tests (each costs a Python start)."""
-    pool = ParserPool(2, ParseBudget(cpu_seconds=60, memory_mb=2048))
+    pool = ParserPool(2, ParseBudget(cpu_seconds=60, memory_mb=3072))
     yield pool
     pool.close()
 
