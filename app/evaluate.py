@@ -62,16 +62,17 @@ def index_corpus(kb: KnowledgeBase, dataset: Dataset) -> int:
     A data set with a ``files`` folder is ingested from the files there instead,
     each named ``<id>.<extension>`` (e.g. the corpus rendered as scanned PDFs).
     """
+    files = dataset.root / "files"
     with tempfile.TemporaryDirectory(dir=kb.data_dir) as tmp:
-        sources = []
-        for doc_id, text in dataset.corpus():
-            path = Path(tmp) / f"{doc_id}.txt"
-            path.write_text(text, encoding="utf-8")
-            sources.append(kb.upload_source("eval", doc_id, path.name, path, None))
-        files = dataset.root / "files"
         if files.is_dir():
             sources = [kb.upload_source("eval", path.stem, path.name, path, None)
                        for path in sorted(files.iterdir()) if path.is_file()]
+        else:
+            sources = []
+            for doc_id, text in dataset.corpus():
+                path = Path(tmp) / f"{doc_id}.txt"
+                path.write_text(text, encoding="utf-8")
+                sources.append(kb.upload_source("eval", doc_id, path.name, path, None))
         with tqdm(total=len(sources), desc="index", unit="doc", file=sys.stderr) as bar:
             outcomes = kb.ingest(sources, lambda _: bar.update())
     failed = [o for o in outcomes if o.status == FAILED]

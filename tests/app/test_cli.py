@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from contextlib import closing
 from pathlib import Path
 
@@ -10,7 +11,13 @@ import pytest
 
 from app.cli import main
 from tests.conftest import write
-from tests.filegen import make_encrypted_pdf, make_mixed_pdf, make_pdf, make_photo
+from tests.filegen import (
+    make_encrypted_pdf,
+    make_mixed_pdf,
+    make_pdf,
+    make_photo,
+    make_scan_pdf,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -146,6 +153,17 @@ def test_eval_on_a_tiny_beir_set(tmp_path: Path, capsys: pytest.CaptureFixture[s
     table = capsys.readouterr().out.splitlines()
     assert table[1].split() == ["mode", "ndcg@10", "recall@100", "mrr@10"]
     assert table[2].split()[:2] == ["lexical", "1.0000"] and len(table) == 3
+
+    # The corpus as files (here a scan and a PDF) replaces corpus.jsonl's text.
+    scanned = tmp_path / "scanned"
+    shutil.copytree(root, scanned)
+    (scanned / "files").mkdir()
+    make_scan_pdf(scanned / "files" / "d1.pdf", [corpus["d1"]])
+    make_pdf(scanned / "files" / "d2.pdf", [corpus["d2"]])
+    assert main(["eval", str(scanned), "--json", "--mode", "lexical"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["documents"] == 2
+    assert result["modes"]["lexical"]["ndcg@10"] == pytest.approx(1.0)
 
 
 def test_search_modes_and_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
