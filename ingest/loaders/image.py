@@ -25,7 +25,8 @@ def load_image(stream: BinaryIO, limits: Limits, reader: Reader) -> Iterator[Seg
     try:
         image = Image.open(stream)
         frames = getattr(image, "n_frames", 1)
-    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, ValueError) as exc:
+        # The file itself was opened by the caller: PIL reports bad data as OSError too.
         raise ExtractionFailed(
             f"damaged image: it cannot be read ({exc}); open it in an image viewer and save "
             "it again as PNG or JPEG"
@@ -39,18 +40,18 @@ def load_image(stream: BinaryIO, limits: Limits, reader: Reader) -> Iterator[Seg
     reader.counts.pages = frames
     offset = 0
     for number in range(1, frames + 1):
-        image.seek(number - 1)
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise LimitExceeded(
-                f"page {number} is {width} × {height} pixels, over the limit of "
-                f"{MAX_PIXELS // 1_000_000} million; scale it down or split it"
-            )
-        image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a fraction of the size
         try:
+            image.seek(number - 1)
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise LimitExceeded(
+                    f"page {number} is {width} × {height} pixels, over the limit of "
+                    f"{MAX_PIXELS // 1_000_000} million; scale it down or split it"
+                )
+            image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a fraction of the size
             page = ImageOps.exif_transpose(image)  # a phone photo taken sideways stands up
             page.load()
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, EOFError, ValueError, SyntaxError) as exc:
             raise ExtractionFailed(
                 f"damaged image: page {number} cannot be decoded ({exc}); open it in an image "
                 "viewer and save it again"

@@ -48,6 +48,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "nul-bytes.txt": (_bytes(b"\x00" * 10_000), "binary data"),
     "pixel-bomb.png": (_bytes(png_bytes(100_000, 100_000, rows=1)), "pixels, over the limit"),
     "broken.jpg": (_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + os.urandom(4096)), "damaged image"),
+    "cut.jpg": (_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01"), "damaged image"),
 }
 
 
