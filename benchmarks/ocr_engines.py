@@ -28,12 +28,17 @@ import json
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 FONT = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"
@@ -136,11 +141,8 @@ def tesseract_reader() -> Callable[[Path, str], str]:
 def kb_reader() -> Callable[[Path, str], str]:
     """kb's own reader with ``KB_OCR=auto``, as a new document each page (the engine rule
     starts afresh), with kb's clean-up of the engines' output."""
-    import sys
-
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from ingest.ocr import OcrSettings, Reader
 
     def read(path: Path, language: str) -> str:
@@ -193,11 +195,7 @@ def main() -> None:
                     }
                 result["sets"][f"{language}-{dpi}dpi"] = figures
                 print(f"{language} {dpi} dpi: {figures}", flush=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    common.emit(result, args.out)
 
 
 if __name__ == "__main__":

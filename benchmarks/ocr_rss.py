@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ocr_eval import EVAL, joined, save_pdf, scan_pages  # noqa: E402
 
+from benchmarks import common  # noqa: E402
 from ingest.loaders import Limits  # noqa: E402
 from ingest.ocr import OcrSettings  # noqa: E402
 from ingest.workers import ParseBudget, ParserPool  # noqa: E402
@@ -186,11 +187,7 @@ def main() -> None:
     one, many = result["runs"]["1"], result["runs"][str(args.pages)]
     if one["worker_vmhwm_mib"] and many["worker_vmhwm_mib"]:
         result["vmhwm_ratio"] = round(many["worker_vmhwm_mib"] / one["worker_vmhwm_mib"], 2)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    common.emit(result, args.out)
 
 
 if __name__ == "__main__":
