@@ -288,14 +288,19 @@ class Pipeline:
         yield _Start(doc)
         copied = None if force else self._copy(doc, seen)
         if copied is not None:
-            yield from copied
-            yield _End(doc.id, self._counts_of_twin(doc))
+            copies, twin = copied
+            yield from copies
+            counts = None if twin.pages is None else PageCounts(
+                twin.pages, twin.ocr_pages, twin.blank_pages)
+            yield _End(doc.id, counts)
         else:
             yield from self._parse(doc, stored, cancelled)
 
-    def _copy(self, doc: Document, seen: set[str]) -> list[_Copied] | None:
+    def _copy(
+        self, doc: Document, seen: set[str]
+    ) -> tuple[list[_Copied], Document] | None:
         """Vectors of the same content already indexed under another key that the
-        uploader may see, so nothing is embedded; ``None`` when there are none."""
+        uploader may see (and that twin), so nothing is embedded; ``None`` when none."""
         twin = self.catalog.twin(doc.content_hash, self.fingerprint, doc.id, doc.owner)
         # A twin this run has touched may be swapping generations under us: parse instead.
         if twin is None or twin.key in seen:
@@ -309,13 +314,7 @@ class Pipeline:
             ]
             copies.append(_Copied(mine, vectors))
         # Another run may have replaced or removed the twin meanwhile: then parse.
-        return copies if sum(len(c.chunks) for c in copies) == twin.chunks else None
-
-    def _counts_of_twin(self, doc: Document) -> PageCounts | None:
-        twin = self.catalog.twin(doc.content_hash, self.fingerprint, doc.id, doc.owner)
-        if twin is None or twin.pages is None:
-            return None
-        return PageCounts(twin.pages, twin.ocr_pages, twin.blank_pages)
+        return (copies, twin) if sum(len(c.chunks) for c in copies) == twin.chunks else None
 
     def _parse(self, doc: Document, stored: Path, cancelled: Cancel) -> Iterator[Event]:
         counts: list[PageCounts] = []
