@@ -21,6 +21,9 @@ COPY app ./app
 COPY ingest ./ingest
 COPY retrieval ./retrieval
 RUN pip install . && rm -rf /src
+# The in-process model's ONNX export, made once here instead of at every container start.
+ENV KB_MODEL_CACHE=/opt/kb/models
+RUN kb prepare && chmod -R a+rX /opt/kb
 
 RUN useradd --create-home --uid 10001 kb && mkdir -p /data && chown kb /data
 USER kb

@@ -1,4 +1,4 @@
-"""The ``kb`` command line: serve, ingest, search, status, rm, reindex, eval."""
+"""The ``kb`` command line: serve, ingest, search, status, rm, reindex, eval, prepare, webui."""
 
 from __future__ import annotations
 
@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_rm)
     p = sub.add_parser("reindex", help="re-embed every document with the current settings")
     p.set_defaults(run=cmd_reindex)
+    p = sub.add_parser(
+        "prepare", help="export the in-process model to ONNX now (else the first start does)"
+    )
+    p.set_defaults(run=cmd_prepare)
     p = sub.add_parser("webui", help="start Open WebUI (installed by `make webui-env`) wired to kb")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -311,6 +315,23 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         kb.close()
     print(f"re-indexed {len(outcomes)} documents into {kb.collection}")
+    return 0
+
+
+def cmd_prepare(settings: Settings, args: argparse.Namespace) -> int:
+    """Load the embedder once, so the in-process model's ONNX export is cached (image builds,
+    `make install`); an export that fails is an error here, not a silent PyTorch fallback."""
+    from app.factory import embedder_from
+
+    if settings.embedding_url:
+        print(f"nothing to prepare: kb embeds through {settings.embedding_url}")
+        return 0
+    embedder = embedder_from(settings)
+    embedder.close()
+    if settings.embedding_runtime == "onnx" and not embedder.runtime:
+        return _error(f"{embedder.name} cannot run on ONNX Runtime (see the warning above); "
+                      "set KB_EMBEDDING_RUNTIME=torch to use PyTorch")
+    print(f"ready: {embedder.embedding_id}")
     return 0
 
 

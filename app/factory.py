@@ -12,7 +12,7 @@ from ingest.chunking import ChunkSettings
 from ingest.loaders import Limits
 from ingest.workers import ParseBudget, ParserPool
 from retrieval.chat import make_chat_model
-from retrieval.embedders import make_embedder
+from retrieval.embedders import Embedder, make_embedder
 from retrieval.fusion import Fusion
 from retrieval.rerank import make_reranker
 from retrieval.store import ChromaBackend
@@ -22,13 +22,20 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value else None
 
 
-def open_knowledge_base(settings: Settings) -> KnowledgeBase:
-    """Build the service from settings (the only place besides the CLI that reads them)."""
-    embedder = make_embedder(
+def embedder_from(settings: Settings) -> Embedder:
+    """The embedder the settings ask for: a server's, or the in-process model."""
+    return make_embedder(
         settings.embedding_url, settings.embedding_model,
         dimensions=settings.embedding_dimensions, query_instruction=settings.query_instruction,
         api_key=_secret(settings.embedding_api_key), tokenizer=settings.tokenizer,
+        runtime=settings.embedding_runtime,
+        cache=settings.model_cache.expanduser() if settings.model_cache else None,
     )
+
+
+def open_knowledge_base(settings: Settings) -> KnowledgeBase:
+    """Build the service from settings (the only place besides the CLI that reads them)."""
+    embedder = embedder_from(settings)
     data_dir = settings.data_dir.expanduser().resolve()
     backend = ChromaBackend(path=data_dir / "chroma", url=settings.chroma_url)
     limits = Limits(

@@ -63,7 +63,7 @@ class KnowledgeBase:
         self.originals = Originals(data_dir / "originals")
         fitted = chunking.fitted(embedder.max_tokens, embedder.special_tokens)
         self.chunker = Chunker(fitted, embedder.count_tokens)
-        self.embedding_id = f"{embedder.name}:{embedder.dimension}"
+        self.embedding_id = embedder.embedding_id
         self.fingerprint = _fingerprint(self.embedding_id, fitted)
         self._owns_parser = owns_clients or parser is None
         self.parser = parser or ParserPool(os.cpu_count() or 1)

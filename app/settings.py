@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     embedding_model: str | None = None
     embedding_dimensions: int | None = Field(default=None, gt=0)
     embedding_api_key: SecretStr | None = None
+    embedding_runtime: Literal["onnx", "torch"] = Field(
+        default="onnx", description="the in-process model: ONNX Runtime with int8 weights "
+        "(exported once from the packaged weights), or PyTorch",
+    )
+    model_cache: Path | None = Field(
+        default=None, description="where exported models are kept; unset: "
+        "$XDG_CACHE_HOME/kb/models",
+    )
     tokenizer: str | None = None
     query_instruction: str | None = None
     chroma_url: str | None = None
@@ -120,7 +128,7 @@ class Settings(BaseSettings):
         "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
         "llm_model", "embedding_dimensions", "api_key", "embedding_api_key", "tokenizer",
         "llm_api_key", "rerank_url", "rerank_model", "rerank_api_key", "embedding_scripts",
-        "webui_url", "webui_api_key", "webui_admin_email", "webui_admin_password",
+        "model_cache", "webui_url", "webui_api_key", "webui_admin_email", "webui_admin_password",
         mode="before",
     )
     @classmethod

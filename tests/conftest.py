@@ -92,8 +92,15 @@ def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def embedder() -> LocalEmbedder:
-    """The real packaged all-MiniLM-L6-v2, shared by every test (loading takes a second)."""
+    """The real packaged all-MiniLM-L6-v2 as the service runs it (ONNX Runtime, int8),
+    shared by every test (exported once into the user's model cache)."""
     return LocalEmbedder()
+
+
+@pytest.fixture(scope="session")
+def torch_embedder() -> LocalEmbedder:
+    """The same model through PyTorch (sentence-transformers): the reference and fallback."""
+    return LocalEmbedder(runtime="torch")
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -161,3 +162,12 @@ def test_the_image_install_works_from_only_what_the_dockerfile_copies(tmp_path: 
         [str(env_dir / "bin" / "kb"), "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "ingest" in help_text
+    # `RUN kb prepare`: the ONNX export is made at build time, from the installed weights.
+    assert "RUN kb prepare" in DOCKERFILE and "ENV KB_MODEL_CACHE=" in DOCKERFILE
+    prepared = subprocess.run(
+        [str(env_dir / "bin" / "kb"), "prepare"], capture_output=True, text=True, check=True,
+        cwd=tmp_path, env={**os.environ, "KB_MODEL_CACHE": str(tmp_path / "models")},
+    )
+    assert prepared.stdout.strip() == "ready: all-MiniLM-L6-v2+onnx-int8:384"
+    assert prepared.stderr == ""
+    assert len(list((tmp_path / "models").glob("*/model.onnx"))) == 1

@@ -9,6 +9,8 @@ never exceed what the model accepts.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from retrieval.embedders.base import (
     DEFAULT_MODEL,
     Embedder,
@@ -34,10 +36,13 @@ def make_embedder(
     query_instruction: str | None = None,
     api_key: str | None = None,
     tokenizer: str | None = None,
+    runtime: str = "onnx",
+    cache: Path | None = None,
 ) -> Embedder:
     """Choose the embedder from settings: servers when ``url`` is set, else in-process.
 
     ``url`` may list several replicas separated by commas; they share the load.
+    ``runtime`` (onnx or torch) and ``cache`` (exported models) apply to the local model.
     """
     if url:
         urls = [u.strip() for u in url.split(",") if u.strip()]
@@ -50,4 +55,4 @@ def make_embedder(
             "KB_EMBEDDING_DIMENSIONS applies to an embedding server (KB_EMBEDDING_URL); "
             "unset it for the in-process model"
         )
-    return LocalEmbedder(model, query_instruction=query_instruction)
+    return LocalEmbedder(model, query_instruction=query_instruction, runtime=runtime, cache=cache)

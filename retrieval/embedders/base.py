@@ -27,6 +27,13 @@ class Embedder(ABC):
     max_tokens: int  # longest input, in the model's tokens, special tokens included
     max_concurrency: int = 1  # batches that may be in flight at once
     query_instruction: str | None = None
+    runtime: str = ""  # how the model runs, when that changes its vectors (e.g. "onnx-int8")
+
+    @property
+    def embedding_id(self) -> str:
+        """What the vectors depend on: model, runtime and size; an index keeps one."""
+        runtime = f"+{self.runtime}" if self.runtime else ""
+        return f"{self.name}{runtime}:{self.dimension}"
 
     @abstractmethod
     def embed(self, texts: Sequence[str]) -> np.ndarray:

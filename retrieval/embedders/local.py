@@ -1,10 +1,17 @@
-"""``LocalEmbedder``: sentence-transformers on CPU, in-process, from a local folder."""
+"""``LocalEmbedder``: a sentence-transformers model on CPU, in-process, from a local folder.
+
+It runs through ONNX Runtime with int8 weights (``retrieval.embedders.onnx``)
+when it can, else through PyTorch; the two are different embedding ids, so an
+index built with one is re-embedded (``kb reindex``) before the other serves it.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.embedders import onnx_model
 from retrieval.embedders.base import DEFAULT_MODEL, Embedder, fast_tokenizer, format_query
 from retrieval.errors import ConfigurationError
 
+log = logging.getLogger(__name__)
+
 
 class LocalEmbedder(Embedder):
-    """sentence-transformers on CPU, loaded from disk with no hub access."""
+    """A local model on CPU (ONNX Runtime, or PyTorch), loaded from disk with no hub access."""
 
     def __init__(
         self,
@@ -25,26 +35,25 @@ class LocalEmbedder(Embedder):
         *,
         batch_size: int = 32,
         query_instruction: str | None = None,
+        runtime: str = "onnx",
+        cache: Path | None = None,
     ) -> None:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a per-start weight-loading bar is noise in a CLI
         path = resolve_local_model(model)
-        try:
-            self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(
-                f"cannot load embedding model from {path}: {exc}; "
-                "set KB_EMBEDDING_MODEL to a local sentence-transformers folder"
-            ) from exc
         self.name = DEFAULT_MODEL if model is None else str(model)
-        self.dimension = _dimension(self._model)
-        self.max_tokens = int(self._model.max_seq_length or 512)
+        exported = _onnx_encoder(path, self.name, cache) if runtime == "onnx" else None
+        self._encoder: Callable[[Sequence[str], int], np.ndarray]
+        if exported is not None:
+            self._encoder, self.runtime = exported, onnx_model.RUNTIME
+            self.max_tokens = onnx_model.max_tokens(path)
+        else:
+            reference = _torch_encoder(path)
+            self._encoder, self.runtime = reference, ""
+            self.max_tokens = int(reference.model.max_seq_length or 512)
+        self.dimension = int(self._encoder(["dimension probe"], 1).shape[1])
         self.batch_size = batch_size
         self.query_instruction = query_instruction
         self._tokenizer = fast_tokenizer(path)
-        # Two encode threads, each with its own torch OpenMP team (encodes from rotating
+        # Two encode threads, each with its own thread team (torch encodes from rotating
         # request threads cost ~50% more). Document chunks go through one, in small
         # mini-batches that wait while any query is pending; queries go through the
         # other, those waiting encoded together. So a search during a large ingest waits
@@ -137,14 +146,7 @@ class LocalEmbedder(Embedder):
             start += len(work.texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self._model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        return self._encoder(texts, self.batch_size)
 
     def count_tokens(self, text: str) -> int:
         """Token count from the model's own fast tokenizer."""
@@ -164,11 +166,53 @@ class _Work:
     future: Future[np.ndarray]
 
 
-def _dimension(model: Any) -> int:
-    """Output size; sentence-transformers renamed the accessor in 6.x."""
-    getter = getattr(model, "get_embedding_dimension", None)
-    getter = getter or model.get_sentence_embedding_dimension
-    return int(getter() or 0)
+class _TorchEncoder:
+    """sentence-transformers' ``encode``: the fallback, and the reference ONNX is checked to."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        vectors = self.model.encode(
+            list(texts), batch_size=batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _torch_encoder(path: Path) -> _TorchEncoder:
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-start weight-loading bar is noise in a CLI
+    try:
+        return _TorchEncoder(SentenceTransformer(str(path), device="cpu", local_files_only=True))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(
+            f"cannot load embedding model from {path}: {exc}; "
+            "set KB_EMBEDDING_MODEL to a local sentence-transformers folder"
+        ) from exc
+
+
+def _onnx_encoder(path: Path, name: str, cache: Path | None) -> onnx_model.OnnxEncoder | None:
+    """The int8 ONNX encoder, exported on first use; ``None`` (PyTorch) when it cannot be."""
+    if not onnx_model.supported(path):
+        log.info("%s is not a mean-pooled sentence-transformers model; embedding with PyTorch",
+                 name)
+        return None
+    try:
+        exported = onnx_model.cached_export(path, cache or default_cache(), name)
+        return onnx_model.OnnxEncoder(exported, path)
+    except (ImportError, OSError, onnx_model.ExportFailed) as exc:
+        log.warning("ONNX Runtime cannot run %s (%s); embedding with PyTorch "
+                    "(KB_EMBEDDING_RUNTIME=torch silences this)", name, exc)
+        return None
+
+
+def default_cache() -> Path:
+    """Where exported models are kept: ``$XDG_CACHE_HOME/kb/models``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "kb" / "models"
 
 
 def resolve_local_model(model: str | Path | None) -> Path:
