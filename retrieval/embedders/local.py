@@ -1,6 +1,6 @@
 """``LocalEmbedder``: a sentence-transformers model on CPU, in-process, from a local folder.
 
-It runs through ONNX Runtime with int8 weights (``retrieval.embedders.onnx``)
+It runs through ONNX Runtime with int8 weights (``retrieval.embedders.onnx_model``)
 when it can, else through PyTorch; the two are different embedding ids, so an
 index built with one is re-embedded (``kb reindex``) before the other serves it.
 """

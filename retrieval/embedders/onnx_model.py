@@ -76,7 +76,12 @@ def cached_export(model: Path, cache: Path, name: str) -> Path:
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=cache))
     work.chmod(0o755)  # readable by the service user when made at image build
     try:
-        _export(model, work / "model.onnx")
+        try:
+            _export(model, work / "model.onnx")
+        except ExportFailed:
+            raise
+        except Exception as exc:  # torch's exporter and ONNX Runtime raise many kinds
+            raise ExportFailed(f"cannot export {name} to ONNX: {exc}") from exc
         _write_manifest(work, digest)
         shutil.rmtree(folder, ignore_errors=True)  # a damaged earlier export
         try:

@@ -170,6 +170,7 @@ class InterruptAfter(Embedder):
     def __init__(self, inner: Embedder, calls: int) -> None:
         self.inner, self.left = inner, calls
         self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
+        self.runtime = inner.runtime
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.left -= 1

@@ -75,7 +75,8 @@ def test_a_model_of_another_pooling_falls_back_to_pytorch(
     pooling = json.loads((source / "1_Pooling" / "config.json").read_text())
     pooling.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
     (copy / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-    with caplog.at_level("INFO"):
+    # at_level on our logger itself: an in-process ``kb`` run earlier set it to WARNING
+    with caplog.at_level("INFO", logger="retrieval.embedders.local"):
         model = LocalEmbedder(copy, cache=tmp_path / "models")
     assert model.runtime == "" and model.embedding_id == f"{copy}:384"
     assert "embedding with PyTorch" in caplog.text
