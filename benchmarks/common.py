@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.settings import Settings
+from retrieval.embedders import Embedder, fast_tokenizer, resolve_local_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = Path("../shared/eval/scifact")
@@ -97,3 +102,33 @@ def emit(result: dict[str, Any], out: str | None) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n", encoding="utf-8")
     sys.stdout.flush()
+
+
+class FakeEmbedder(Embedder):
+    """Deterministic unit vectors seeded by the text; real MiniLM token counts."""
+
+    name = "fake-minilm"
+    dimension = 384
+    max_tokens = 256
+
+    def __init__(self) -> None:
+        """Load the packaged model's tokenizer only (no weights)."""
+        self._count = fast_tokenizer(resolve_local_model(None))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One hashed random unit vector per text."""
+        return np.stack([self._vector(text) for text in texts])
+
+    def count_tokens(self, text: str) -> int:
+        """Token count from the packaged model's tokenizer."""
+        return self._count(text)
+
+    def cached_texts(self) -> int:
+        """Entries in the token-count cache (bounded by its LRU size)."""
+        return int(self._count.cache_info().currsize)  # type: ignore[attr-defined]
+
+    def _vector(self, text: str) -> np.ndarray:
+        """A unit vector seeded by the text's hash: same text, same vector."""
+        seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+        vector = np.random.default_rng(seed).standard_normal(self.dimension, dtype=np.float32)
+        return vector / np.linalg.norm(vector)

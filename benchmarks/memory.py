@@ -11,7 +11,6 @@ pipeline's own memory from Chroma's (whose HNSW index grows with the chunk count
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import subprocess
@@ -25,8 +24,6 @@ from typing import Any
 import common
 import numpy as np
 
-from retrieval.embedders import Embedder, fast_tokenizer, resolve_local_model
-
 MB = 2**20
 BLOCK_CHARS = MB  # the TXT generator writes this much at a time
 TINY_BYTES = 20_000
@@ -37,36 +34,6 @@ WORDS = (
 ).split()
 VERBS = "shows increases reduces affects supports explains predicts measures improves".split()
 ADJECTIVES = "new large small early recent common complex stable rapid specific".split()
-
-
-class FakeEmbedder(Embedder):
-    """Deterministic unit vectors seeded by the text; real MiniLM token counts."""
-
-    name = "fake-minilm"
-    dimension = 384
-    max_tokens = 256
-
-    def __init__(self) -> None:
-        """Load the packaged model's tokenizer only (no weights)."""
-        self._count = fast_tokenizer(resolve_local_model(None))
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One hashed random unit vector per text."""
-        return np.stack([self._vector(text) for text in texts])
-
-    def count_tokens(self, text: str) -> int:
-        """Token count from the packaged model's tokenizer."""
-        return self._count(text)
-
-    def cached_texts(self) -> int:
-        """Entries in the token-count cache (bounded by its LRU size)."""
-        return int(self._count.cache_info().currsize)  # type: ignore[attr-defined]
-
-    def _vector(self, text: str) -> np.ndarray:
-        """A unit vector seeded by the text's hash: same text, same vector."""
-        seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-        vector = np.random.default_rng(seed).standard_normal(self.dimension, dtype=np.float32)
-        return vector / np.linalg.norm(vector)
 
 
 class NullStore:
@@ -175,7 +142,8 @@ def open_fake_kb(data_dir: Path, store: str) -> Any:
     from retrieval.store import ChromaBackend
 
     kb = KnowledgeBase(
-        data_dir=data_dir, embedder=FakeEmbedder(), backend=ChromaBackend(path=data_dir / "chroma"),
+        data_dir=data_dir, embedder=common.FakeEmbedder(),
+        backend=ChromaBackend(path=data_dir / "chroma"),
         limits=Limits(max_file_bytes=8 * 2**30, max_chars=4 * 2**30), chunking=ChunkSettings(),
     )
     if store == "null":

@@ -29,6 +29,8 @@ from retrieval.types import Segment  # noqa: E402
 class InlineParser:
     """The old way: parse in the calling (producer) thread, no limits."""
 
+    size = 1
+
     def parse(self, path: Path, name: str, limits: Limits, cancelled: Any = None
               ) -> Iterator[Segment]:
         with path.open("rb") as stream:

@@ -19,7 +19,10 @@ import hashlib
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -241,13 +244,11 @@ class Pipeline:
     ) -> None:
         seen: set[str] = set()
         try:
-            for source in sources:
-                if source.key in seen:
-                    continue
-                seen.add(source.key)
-                for event in self._events(source, force, seen, cancelled):
-                    if not _put(out, event, stop):
-                        return
+            with closing(self._in_order(sources, seen, force, cancelled)) as streams:
+                for events in streams:
+                    for event in events:
+                        if not _put(out, event, stop):
+                            return
         except Cancelled:
             return  # the consumer sees the cancellation itself
         except Exception as exc:  # a bug or an unreadable source list: end the run honestly
@@ -256,9 +257,37 @@ class Pipeline:
         finally:
             _put(out, _EOF, stop)
 
+    def _in_order(
+        self, sources: Iterable[Source], seen: set[str], force: bool, cancelled: Cancel
+    ) -> Generator[Iterator[Event], None, None]:
+        """Each new source's events, in source order. While one is forwarded, the next
+        ``parser.size - 1`` are read, parsed and chunked ahead on pool threads, so a
+        run keeps every parser worker busy (a GPU embedder outruns one parser)."""
+        width = max(1, self.parser.size)
+        if width == 1:
+            for source in _new(sources, seen):
+                yield self._events(source, force, seen, cancelled)
+            return
+        window: deque[_Ahead] = deque()
+        with ThreadPoolExecutor(width, thread_name_prefix="kb-parse") as pool:
+            try:
+                for source in _new(sources, seen):
+                    ahead = _Ahead(cancelled)
+                    pool.submit(ahead.fill, self._events(source, force, seen, cancelled))
+                    window.append(ahead)
+                    if len(window) == width:
+                        yield window[0].drain()
+                        window.popleft()
+                while window:
+                    yield window[0].drain()
+                    window.popleft()
+            finally:
+                for ahead in window:  # stopped early: the threads give up their files
+                    ahead.drop()
+
     def _events(
         self, source: Source, force: bool, seen: set[str], cancelled: Cancel
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         doc_id = source.document_id
         try:
             with source.path.open("rb") as f:  # the type first: a refused file is not stored
@@ -432,6 +461,67 @@ def _kept(segments: Iterator[Segment], texts: list[str]) -> Iterator[Segment]:
     for segment in segments:
         texts.append(segment.text)
         yield segment
+
+
+def _new(sources: Iterable[Source], seen: set[str]) -> Iterator[Source]:
+    """The sources whose key this run has not had yet (each key is ingested once)."""
+    for source in sources:
+        if source.key not in seen:
+            seen.add(source.key)
+            yield source
+
+
+@dataclass
+class _Raised:
+    error: BaseException
+
+
+class _Ahead:
+    """One source's events, made on a pool thread into a bounded buffer and forwarded
+    from it in order. A file far ahead waits once its buffer is full."""
+
+    _END = object()
+
+    def __init__(self, cancelled: Cancel) -> None:
+        self.buffer: queue.Queue[object] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.cancelled, self.dropped = cancelled, False
+
+    def fill(self, events: Generator[Event, None, None]) -> None:
+        try:
+            for event in events:
+                if not self._put(event):
+                    return
+        except BaseException as exc:  # the forwarding thread raises it, in order
+            self._put(_Raised(exc))
+        finally:
+            events.close()  # given up early: the parser and claim are released now
+            self._put(self._END)
+
+    def drain(self) -> Iterator[Event]:
+        while True:
+            try:
+                item = self.buffer.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self.cancelled() or self.dropped:
+                    raise Cancelled(CANCELLED) from None
+                continue
+            if item is self._END:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item  # type: ignore[misc]
+
+    def drop(self) -> None:
+        self.dropped = True
+
+    def _put(self, item: object) -> bool:
+        while not (self.dropped or self.cancelled()):
+            try:
+                self.buffer.put(item, timeout=POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def _put(out: queue.Queue[object], item: object, stop: threading.Event) -> bool:

@@ -78,6 +78,8 @@ def never() -> bool:
 class Parser(Protocol):
     """Turns a stored file into segments (``ingest.workers.ParserPool``)."""
 
+    size: int  # files it parses at once
+
     def parse(
         self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
     ) -> Parsed:

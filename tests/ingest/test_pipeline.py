@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -353,7 +354,7 @@ class CountingParser:
     """The real pool, counting the files it parses."""
 
     def __init__(self, pool: Parser) -> None:
-        self.pool, self.calls = pool, 0
+        self.pool, self.calls, self.size = pool, 0, pool.size
 
     def parse(self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
               ) -> Iterator[Segment]:
@@ -376,3 +377,39 @@ def test_an_upload_is_parsed_once_for_its_chunks_and_its_text(
     again, text = kb.upload(Source("owui:1", "p.txt", path))  # unchanged: parsed for its text
     assert again.status == "unchanged" and counting.calls == 2
     assert text is not None and text.strip() == PARIS.strip()
+
+
+class MeetingParser(CountingParser):
+    """The real pool; the first file's parse waits until a second one has started."""
+
+    def __init__(self, pool: Parser) -> None:
+        super().__init__(pool)
+        self.second_started = threading.Event()
+
+    def parse(self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
+              ) -> Iterator[Segment]:
+        self.calls += 1
+        if self.calls == 2:
+            self.second_started.set()
+        return self._parse(self.calls, path, name, limits, cancelled)
+
+    def _parse(self, call: int, path: Path, name: str, limits: Limits, cancelled: Cancel
+               ) -> Iterator[Segment]:
+        if call == 1:
+            assert self.second_started.wait(timeout=20), "the next file was not parsed ahead"
+        yield from self.pool.parse(path, name, limits, cancelled)
+
+
+def test_one_run_parses_as_many_files_at_once_as_the_pool_has_workers(
+    make_kb: MakeKb, parser_pool: ParserPool, tmp_path: Path
+) -> None:
+    meeting = MeetingParser(parser_pool)
+    assert meeting.size == 2
+    kb = make_kb(parser=meeting, batch_size=4)
+    files = [write(tmp_path / f"d{i}.txt", f"Document {i}. " + PARIS) for i in range(6)]
+    files.insert(3, write(tmp_path / "empty.txt", ""))
+    outcomes = kb.ingest([src(p) for p in files])
+    status = {o.source: o.status for o in outcomes}
+    assert status == {p.name: "failed" if p.name == "empty.txt" else "added" for p in files}
+    assert meeting.calls == len(files)
+    assert_consistent(kb)
