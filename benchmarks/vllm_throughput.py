@@ -57,7 +57,7 @@ def pipeline_run(
         started = time.perf_counter()
         kb.ingest([Source(f"file:{p}", p.name, p) for p in files])
         seconds = time.perf_counter() - started
-        texts = kb.store.vectors._collection.get(include=["documents"])["documents"]
+        texts = [c.text for page in kb.store.vectors.chunks() for c in page]
     finally:
         kb.close()
     return seconds, list(texts), recorder

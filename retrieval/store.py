@@ -92,8 +92,7 @@ class ChromaStore:
             self._collection.upsert(
                 ids=[c.id for c in part],
                 embeddings=vectors[start : start + len(part)],
-                documents=[c.text for c in part],
-                metadatas=[_metadata(c) for c in part],
+                metadatas=[_metadata(c) | {"text": c.text} for c in part],
             )
 
     @_resilient
@@ -201,12 +200,18 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
     return meta
 
 
-def _chunk(text: str, meta: dict[str, Any]) -> Chunk:
+def _text(document: str | None, meta: dict[str, Any]) -> str:
+    """A chunk's text: in its metadata (a Chroma document costs twice the write time,
+    for a full-text index kb does not use), or as the document in older stores."""
+    return str(meta.get("text") or document or "")
+
+
+def _chunk(document: str | None, meta: dict[str, Any]) -> Chunk:
     return Chunk(
         document_id=str(meta["document_id"]),
         source=str(meta["source"]),
         chunk_index=int(meta["chunk_index"]),
-        text=text,
+        text=_text(document, meta),
         start=int(meta["start"]),
         end=int(meta["end"]),
         page=meta.get("page"),
@@ -218,12 +223,12 @@ def _chunk(text: str, meta: dict[str, Any]) -> Chunk:
     )
 
 
-def _hit(text: str, meta: dict[str, Any], distance: float) -> Hit:
+def _hit(document: str | None, meta: dict[str, Any], distance: float) -> Hit:
     return Hit(
         document_id=str(meta["document_id"]),
         source=str(meta["source"]),
         chunk_index=int(meta["chunk_index"]),
-        text=text,
+        text=_text(document, meta),
         score=1.0 - float(distance),
         page=meta.get("page"),
         section=meta.get("section"),

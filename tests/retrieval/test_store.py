@@ -74,6 +74,26 @@ def test_stored_returns_one_generation_with_its_vectors_in_pages(
     assert np.allclose(vector, vectors[3], atol=1e-6)
 
 
+def test_chunks_written_with_their_text_as_a_chroma_document_still_read(
+    chroma_backend: ChromaBackend,
+) -> None:
+    """Stores written before the text moved into the metadata keep serving it."""
+    store = chroma_backend.open(unique("kb-older"))
+    rng = np.random.default_rng(4)
+    vectors = unit(rng, 2)
+    old, new = chunks("old", 1, 1)[0], chunks("new", 1, 1)[0]
+    meta = {"document_id": "old", "source": "old.txt", "chunk_index": 0, "generation": 1,
+            "start": 0, "end": 6, "owner": SHARED}
+    store._collection.upsert(ids=[old.id], embeddings=vectors[:1], documents=["older text"],
+                             metadatas=[meta])
+    store.add([new], vectors[1:])
+    assert store.query(vectors[0], 1)[0].text == "older text"
+    assert store.query(vectors[1], 1)[0].text == "text 0"
+    assert {c.text for page in store.chunks() for c in page} == {"older text", "text 0"}
+    [(stored, _)] = store.stored("old", 1)
+    assert [c.text for c in stored] == ["older text"]
+
+
 def test_query_filters_by_scope(chroma_backend: ChromaBackend) -> None:
     store = chroma_backend.open(unique("kb-owner"))
     rng = np.random.default_rng(2)
