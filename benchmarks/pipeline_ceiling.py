@@ -13,6 +13,8 @@ A last child times the stages alone on the same files: parsing in one worker
 service process). From those it estimates what a 16-core host would give.
 
     .venv/bin/python benchmarks/pipeline_ceiling.py --txt 600 --mix 120 --workers 1,2
+
+Chunks are embedded and written ``KB_EMBED_BATCH_SIZE`` at a time (the product's setting).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def open_kb(data_dir: Path, workers: int) -> Any:
         data_dir=data_dir, embedder=common.FakeEmbedder(),
         backend=ChromaBackend(path=data_dir / "chroma"), limits=Limits(),
         chunking=ChunkSettings(), parser=ParserPool(workers), owns_clients=True,
+        batch_size=common.bench_settings(data_dir).embed_batch_size,
     )
 
 
@@ -170,6 +173,7 @@ def main() -> None:
     common.emit({
         "embedder": "hashing (real tokenizer, vectors from a hash of the text)",
         "corpus": {"txt": len(txt), "pdf_docx": len(mix)}, "cpu_count": os.cpu_count(),
+        "batch_size": common.bench_settings(work).embed_batch_size,
         "rounds": rounds, "stages": stages,
     }, args.out)
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from app.service import KnowledgeBase
+from ingest import pipeline
 from ingest.loaders import Limits
-from ingest.pipeline import Source
+from ingest.pipeline import Outcome, Source
 from ingest.workers import Cancel, Parser, ParserPool, never
 from retrieval.embedders import Embedder
 from retrieval.types import Chunk, Segment
@@ -412,4 +413,33 @@ def test_one_run_parses_as_many_files_at_once_as_the_pool_has_workers(
     status = {o.source: o.status for o in outcomes}
     assert status == {p.name: "failed" if p.name == "empty.txt" else "added" for p in files}
     assert meeting.calls == len(files)
+    assert_consistent(kb)
+
+
+def test_large_files_behind_small_ones_with_tiny_buffers_never_deadlock(
+    make_kb: MakeKb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files over the read-ahead size hold a worker while their buffer is full; the
+    ones before them must still get through (two workers, a second run alongside)."""
+    monkeypatch.setattr(pipeline, "AHEAD_BYTES", 2_000)
+    monkeypatch.setattr(pipeline, "QUEUE_DEPTH", 2)
+    long = " ".join(f"Sentence {i} is about harbour cranes and tides." for i in range(400))
+    files = [write(tmp_path / f"f{i}.txt", long if i % 3 else f"Short note {i}.")
+             for i in range(9)]
+    kb = make_kb(batch_size=4)
+    results: dict[str, list[Outcome]] = {}
+
+    def ingest(name: str, paths: list[Path]) -> None:
+        results[name] = kb.ingest([src(p) for p in paths])
+
+    runs = [threading.Thread(target=ingest, args=("a", files[:6])),
+            threading.Thread(target=ingest, args=("b", files[6:]))]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=120)
+    assert not any(run.is_alive() for run in runs), "ingest deadlocked"
+    outcomes = results["a"] + results["b"]
+    assert sorted(o.status for o in outcomes) == ["added"] * 9
+    assert sum(o.chunks for o in outcomes) > 6 * 10  # the long files made many chunks
     assert_consistent(kb)
