@@ -23,7 +23,7 @@ from ingest.commit import CatalogCommitter, CollectingCommitter
 from ingest.loaders import PARSER_VERSION, Limits
 from ingest.originals import Originals
 from ingest.pipeline import FAILED, Outcome, Pipeline, Source, upload_key, upload_ref
-from ingest.workers import Parser, ParserPool
+from ingest.workers import ChunkPlan, Parser, ParserPool
 from retrieval.answer import Citation, answer_stream
 from retrieval.chat import ChatModel
 from retrieval.embedders import Embedder
@@ -63,6 +63,8 @@ class KnowledgeBase:
         self.originals = Originals(data_dir / "originals")
         fitted = chunking.fitted(embedder.max_tokens, embedder.special_tokens)
         self.chunker = Chunker(fitted, embedder.count_tokens)
+        tokenizer = embedder.tokenizer_path
+        self.chunk_plan = None if tokenizer is None else ChunkPlan(fitted, tokenizer)
         self.embedding_id = embedder.embedding_id
         self.fingerprint = _fingerprint(self.embedding_id, fitted)
         self._owns_parser = owns_clients or parser is None
@@ -415,7 +417,7 @@ class KnowledgeBase:
             catalog=self.catalog, store=store, embedder=self.embedder, chunker=self.chunker,
             originals=self.originals, limits=self.limits, fingerprint=self.fingerprint,
             committer=committer, parser=self.parser, claims=self.claims,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size, chunk_plan=self.chunk_plan,
         )
 
     def _reindex_sources(self) -> list[Source]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from app.settings import Settings
-from retrieval.embedders import Embedder, fast_tokenizer, resolve_local_model
+from retrieval.embedders import Embedder, fast_tokenizer, resolve_local_model, tokenizer_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = Path("../shared/eval/scifact")
@@ -113,7 +113,8 @@ class FakeEmbedder(Embedder):
 
     def __init__(self) -> None:
         """Load the packaged model's tokenizer only (no weights)."""
-        self._count = fast_tokenizer(resolve_local_model(None))
+        self.tokenizer_path = tokenizer_file(resolve_local_model(None))
+        self._count = fast_tokenizer(self.tokenizer_path)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One hashed random unit vector per text."""

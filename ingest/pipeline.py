@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -36,13 +36,14 @@ from ingest.claims import Claims
 from ingest.loaders import Limits, detect_type
 from ingest.ocr import PageCounts
 from ingest.originals import Originals
-from ingest.workers import Cancel, Parser, never
+from ingest.workers import Cancel, ChunkPlan, Parser, never
 from retrieval.embedders import Embedder
 from retrieval.errors import Cancelled, InvalidDocument
 from retrieval.store import VectorStore
 from retrieval.types import Chunk, Segment
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ADDED, UPDATED, UNCHANGED, FAILED = "added", "updated", "unchanged", "failed"
 QUEUE_DEPTH = 512
@@ -177,11 +178,14 @@ class Pipeline:
         parser: Parser,
         claims: Claims | None = None,
         batch_size: int = 64,
+        chunk_plan: ChunkPlan | None = None,
     ) -> None:
         self.catalog, self.store, self.embedder = catalog, store, embedder
         self.chunker, self.originals, self.limits = chunker, originals, limits
         self.fingerprint, self.committer, self.batch_size = fingerprint, committer, batch_size
         self.parser, self.claims = parser, claims or Claims()
+        # With a plan, the parser workers chunk (the same cuts ``chunker`` makes).
+        self.chunk_plan = chunk_plan
         # When set (``keep_text``), the text each parsed document yielded, by document id.
         self.texts: dict[str, list[str]] | None = None
 
@@ -352,14 +356,21 @@ class Pipeline:
     def _parse(self, doc: Document, stored: Path, cancelled: Cancel) -> Iterator[Event]:
         counts: list[PageCounts] = []
         try:
-            segments: Iterator[Segment] = _returned(
-                self.parser.parse(stored, doc.source, self.limits, cancelled), counts)
-            if self.texts is not None:
-                segments = _kept(segments, self.texts.setdefault(doc.id, []))
-            yield from self.chunker.chunks(
-                segments, document_id=doc.id, source=doc.source, generation=doc.generation,
-                owner=doc.owner,
-            )
+            if self.chunk_plan is not None and self.texts is None:
+                chunked = self.parser.chunks(stored, doc.source, self.limits, self.chunk_plan,
+                                             cancelled)
+                for chunk in _returned(chunked, counts):
+                    yield replace(chunk, document_id=doc.id, generation=doc.generation,
+                                  owner=doc.owner)
+            else:
+                segments: Iterator[Segment] = _returned(
+                    self.parser.parse(stored, doc.source, self.limits, cancelled), counts)
+                if self.texts is not None:  # the text is wanted too: chunk here
+                    segments = _kept(segments, self.texts.setdefault(doc.id, []))
+                yield from self.chunker.chunks(
+                    segments, document_id=doc.id, source=doc.source,
+                    generation=doc.generation, owner=doc.owner,
+                )
         except InvalidDocument as exc:
             yield _Fail(doc.id, str(exc))
             return
@@ -453,8 +464,8 @@ class Pipeline:
 
 
 def _returned(
-    parsed: Generator[Segment, None, PageCounts | None], into: list[PageCounts]
-) -> Iterator[Segment]:
+    parsed: Generator[T, None, PageCounts | None], into: list[PageCounts]
+) -> Iterator[T]:
     """The segments of ``parsed``; what it returns (the page counts) goes into ``into``."""
     counts = yield from parsed
     if counts is not None:

@@ -10,7 +10,9 @@ on nothing. A child that dies fails only its file and is replaced; the pool
 keeps at most ``workers`` children, reused across files.
 
 Segments stream back in batches, so a large document is chunked and embedded
-while it is still being parsed.
+while it is still being parsed. When the embedding model's tokenizer is a local
+file (``ChunkPlan``), the child chunks too and sends chunks: token counting is
+then spread over the workers instead of holding the service's interpreter.
 
 OCR (``ingest.ocr``) runs here too, with budgets of its own: each page read by OCR
 gets ``KB_OCR_PAGE_SECONDS`` of CPU time (the file's budget is paused meanwhile, and
@@ -21,6 +23,7 @@ with a reason that names the page and the setting.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import signal
@@ -28,16 +31,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.loaders import Limits, load
 from ingest.ocr import OcrSettings, PageCounts, Reader
 from retrieval.errors import Cancelled, ExtractionFailed, InvalidDocument, LimitExceeded
-from retrieval.types import Segment
+from retrieval.types import Chunk, Segment
+
+if TYPE_CHECKING:
+    from ingest.chunking import Chunker, ChunkSettings
 
 MB = 2**20
 REPLY_CHARS = 1 << 20  # segments are sent back in batches of about this much text
@@ -68,6 +74,15 @@ class ParseBudget:
 
 Cancel = Callable[[], bool]
 Parsed = Generator[Segment, None, PageCounts]  # segments, then the page counts
+Chunked = Generator[Chunk, None, PageCounts]  # chunks, then the page counts
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a worker chunks what it parses: the settings, in the tokens of this file."""
+
+    settings: ChunkSettings
+    tokenizer: Path
 
 
 def never() -> bool:
@@ -85,6 +100,12 @@ class Parser(Protocol):
     ) -> Parsed:
         """Stream the file's segments and return its page counts; raise InvalidDocument,
         or Cancelled."""
+
+    def chunks(
+        self, path: Path, name: str, limits: Limits, plan: ChunkPlan, cancelled: Cancel = never
+    ) -> Chunked:
+        """As ``parse``, but chunked by ``plan`` (the chunks' document fields are left
+        for the caller: id, generation and owner are empty)."""
 
     def close(self) -> None:
         """Stop any helper processes."""
@@ -150,6 +171,18 @@ class ParserPool:
     ) -> Parsed:
         """Stream the segments of one file and return its page counts; raise
         InvalidDocument, or Cancelled."""
+        return (yield from self._stream(path, name, limits, None, cancelled))
+
+    def chunks(
+        self, path: Path, name: str, limits: Limits, plan: ChunkPlan, cancelled: Cancel = never
+    ) -> Chunked:
+        """Stream the chunks of one file (document fields empty) and return its page
+        counts; raise InvalidDocument, or Cancelled."""
+        return (yield from self._stream(path, name, limits, plan, cancelled))
+
+    def _stream(
+        self, path: Path, name: str, limits: Limits, plan: ChunkPlan | None, cancelled: Cancel
+    ) -> Generator[Any, None, PageCounts]:
         while not self._slots.acquire(timeout=POLL_SECONDS):
             if cancelled():
                 raise Cancelled("cancelled while waiting for a parser")
@@ -157,7 +190,7 @@ class ParserPool:
             worker = self._checkout()
             healthy = False
             try:
-                counts = yield from self._run(worker, path, name, limits, cancelled)
+                counts = yield from self._run(worker, path, name, limits, plan, cancelled)
                 healthy = True
                 return counts
             finally:
@@ -215,10 +248,12 @@ class ParserPool:
         worker.kill()
 
     def _run(
-        self, worker: _Worker, path: Path, name: str, limits: Limits, cancelled: Cancel
-    ) -> Parsed:
+        self, worker: _Worker, path: Path, name: str, limits: Limits, plan: ChunkPlan | None,
+        cancelled: Cancel,
+    ) -> Generator[Any, None, PageCounts]:
         try:
-            worker.requests.send((str(path), name, limits, self.budget.cpu_seconds, self.ocr))
+            task = (str(path), name, limits, self.budget.cpu_seconds, self.ocr, plan)
+            worker.requests.send(task)
         except OSError:
             raise worker.death(self.budget, name) from None
         deadline = time.monotonic() + self.budget.cpu_seconds * WALL_FACTOR + WALL_SLACK
@@ -238,7 +273,7 @@ class ParserPool:
                 if reading is not None and worker.process.wait() == -signal.SIGXCPU:
                     raise self.ocr.page_error(reading) from None  # the page's CPU budget
                 raise worker.death(self.budget, name) from None
-            if kind == "segments":
+            if kind == "parts":  # segments, or chunks
                 yield from payload
             elif kind == "ocr":  # a page starts (its number) or ends (None) being read
                 reading = payload
@@ -303,20 +338,23 @@ def _cpu_used() -> float:
 
 
 def _parse_one(task: Any, replies: Connection) -> None:
-    path, name, limits, cpu_seconds, ocr = task
+    path, name, limits, cpu_seconds, ocr, plan = task
     _budget_cpu(cpu_seconds)
     reader = _page_budget(ocr, replies)
     try:
         with open(path, "rb") as stream:
-            batch: list[Segment] = []
+            segments = load(stream, name, limits, reader)
+            parts: Iterator[Segment | Chunk] = segments if plan is None else _chunker(
+                plan).chunks(segments, document_id="", source=name, generation=0)
+            batch: list[Segment | Chunk] = []
             size = 0
-            for segment in load(stream, name, limits, reader):
-                batch.append(segment)
-                size += len(segment.text)
+            for part in parts:
+                batch.append(part)
+                size += len(part.text)
                 if size >= REPLY_CHARS:
-                    replies.send(("segments", batch))
+                    replies.send(("parts", batch))
                     batch, size = [], 0
-            replies.send(("segments", batch))
+            replies.send(("parts", batch))
         replies.send(("done", reader.counts))
     except InvalidDocument as exc:
         # Out of memory, lxml and pypdf report a parse error ("unknown error"): a worker
@@ -330,6 +368,15 @@ def _parse_one(task: Any, replies: Connection) -> None:
         raise  # the heap may be in pieces: let the parent start a fresh child
     except OSError as exc:
         replies.send(("error", ExtractionFailed(f"cannot read file: {exc.strerror or exc}")))
+
+
+@functools.cache
+def _chunker(plan: ChunkPlan) -> Chunker:
+    """One chunker per plan for the child's life (its token counts are cached)."""
+    from ingest.chunking import Chunker  # only children that chunk load the splitter
+    from retrieval.embedders.base import fast_tokenizer
+
+    return Chunker(plan.settings, fast_tokenizer(plan.tokenizer))
 
 
 def main(argv: list[str]) -> None:

@@ -28,6 +28,9 @@ class Embedder(ABC):
     max_concurrency: int = 1  # batches that may be in flight at once
     query_instruction: str | None = None
     runtime: str = ""  # how the model runs, when that changes its vectors (e.g. "onnx-int8")
+    # The tokenizer.json that count_tokens uses, when it is a file on this host (parser
+    # workers can then count tokens, and chunk, themselves).
+    tokenizer_path: Path | None = None
 
     @property
     def embedding_id(self) -> str:

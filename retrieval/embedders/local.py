@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from retrieval.embedders import onnx_model
-from retrieval.embedders.base import DEFAULT_MODEL, Embedder, fast_tokenizer, format_query
+from retrieval.embedders.base import (
+    DEFAULT_MODEL,
+    Embedder,
+    fast_tokenizer,
+    format_query,
+    tokenizer_file,
+)
 from retrieval.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,7 @@ class LocalEmbedder(Embedder):
         self.batch_size = batch_size
         self.query_instruction = query_instruction
         self._tokenizer = fast_tokenizer(path)
+        self.tokenizer_path = tokenizer_file(path)
         # Two encode threads, each with its own thread team (torch encodes from rotating
         # request threads cost ~50% more). Document chunks go through one, in small
         # mini-batches that wait while any query is pending; queries go through the

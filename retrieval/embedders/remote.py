@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,11 @@ class OpenAIEmbedder(Embedder):
             "KB_EMBEDDING_MODEL",
         )
         self.max_tokens = int(info.get("max_model_len") or 512)
-        self._count = _token_counter(tokenizer, info, self._remote_count)
+        self.tokenizer_path = _local_tokenizer(tokenizer, info)
+        self._count = (
+            fast_tokenizer(self.tokenizer_path) if self.tokenizer_path is not None
+            else functools.lru_cache(maxsize=65536)(self._remote_count)
+        )
         self.dimension = len(self._request(["dimension probe"])[0])
 
     def close(self) -> None:
@@ -144,14 +148,13 @@ class OpenAIEmbedder(Embedder):
         return int(response.json()["count"])
 
 
-def _token_counter(
-    tokenizer: str | Path | None, info: dict[str, Any], remote: Callable[[str], int]
-) -> Callable[[str], int]:
-    """A local fast tokenizer when one is configured or the model folder is on this host."""
+def _local_tokenizer(tokenizer: str | Path | None, info: dict[str, Any]) -> Path | None:
+    """The tokenizer.json configured, or of the model folder when it is on this host;
+    ``None``: tokens are counted by the server."""
     for candidate in (tokenizer, info.get("root")):
         if candidate and tokenizer_file(Path(candidate)).is_file():
-            return fast_tokenizer(Path(candidate))
+            return tokenizer_file(Path(candidate))
     if tokenizer:
         raise ConfigurationError(f"KB_TOKENIZER={tokenizer}: no tokenizer.json there")
     log.warning("no local tokenizer: counting tokens through the server (slower); set KB_TOKENIZER")
-    return functools.lru_cache(maxsize=65536)(remote)
+    return None

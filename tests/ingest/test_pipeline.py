@@ -13,7 +13,7 @@ from app.service import KnowledgeBase
 from ingest import pipeline
 from ingest.loaders import Limits
 from ingest.pipeline import Outcome, Source
-from ingest.workers import Cancel, Parser, ParserPool, never
+from ingest.workers import Cancel, ChunkPlan, Parser, ParserPool, never
 from retrieval.embedders import Embedder
 from retrieval.types import Chunk, Segment
 from tests.conftest import MakeKb, write
@@ -362,6 +362,11 @@ class CountingParser:
         self.calls += 1
         return self.pool.parse(path, name, limits, cancelled)
 
+    def chunks(self, path: Path, name: str, limits: Limits, plan: ChunkPlan,
+               cancelled: Cancel = never) -> Iterator[Chunk]:
+        self.calls += 1
+        return self.pool.chunks(path, name, limits, plan, cancelled)
+
     def close(self) -> None:
         """The pool is shared: left open."""
 
@@ -381,24 +386,25 @@ def test_an_upload_is_parsed_once_for_its_chunks_and_its_text(
 
 
 class MeetingParser(CountingParser):
-    """The real pool; the first file's parse waits until a second one has started."""
+    """The real pool; the first file's parse (and chunking, in the worker) waits until
+    a second one has started."""
 
     def __init__(self, pool: Parser) -> None:
         super().__init__(pool)
         self.second_started = threading.Event()
 
-    def parse(self, path: Path, name: str, limits: Limits, cancelled: Cancel = never
-              ) -> Iterator[Segment]:
+    def chunks(self, path: Path, name: str, limits: Limits, plan: ChunkPlan,
+               cancelled: Cancel = never) -> Iterator[Chunk]:
         self.calls += 1
         if self.calls == 2:
             self.second_started.set()
-        return self._parse(self.calls, path, name, limits, cancelled)
+        return self._chunks(self.calls, path, name, limits, plan, cancelled)
 
-    def _parse(self, call: int, path: Path, name: str, limits: Limits, cancelled: Cancel
-               ) -> Iterator[Segment]:
+    def _chunks(self, call: int, path: Path, name: str, limits: Limits, plan: ChunkPlan,
+                cancelled: Cancel) -> Iterator[Chunk]:
         if call == 1:
             assert self.second_started.wait(timeout=20), "the next file was not parsed ahead"
-        yield from self.pool.parse(path, name, limits, cancelled)
+        yield from self.pool.chunks(path, name, limits, plan, cancelled)
 
 
 def test_one_run_parses_as_many_files_at_once_as_the_pool_has_workers(

@@ -11,11 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from ingest.chunking import Chunker, ChunkSettings
 from ingest.loaders import Limits
-from ingest.workers import ParseBudget, ParserPool
+from ingest.workers import ChunkPlan, ParseBudget, ParserPool
+from retrieval.embedders import fast_tokenizer, resolve_local_model, tokenizer_file
 from retrieval.errors import Cancelled, ExtractionFailed, LimitExceeded
 from tests.conftest import write
-from tests.filegen import make_deep_docx, make_docx_element_bomb, make_slow_pdf
+from tests.filegen import (
+    make_deep_docx,
+    make_docx,
+    make_docx_element_bomb,
+    make_pdf,
+    make_slow_pdf,
+)
 
 
 @pytest.fixture
@@ -122,3 +130,23 @@ def _reading(pid: int, path: Path) -> bool:
         return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
     except OSError:
         return False
+
+
+def test_a_worker_chunks_exactly_as_the_service_would(pool: ParserPool, tmp_path: Path) -> None:
+    """With a plan the child chunks: same cuts, offsets, pages, sections and title."""
+    plan = ChunkPlan(ChunkSettings(tokens=40, overlap=8),
+                     tokenizer_file(resolve_local_model(None)))
+    prose = " ".join(f"Harbour crane {i} lifts containers onto ships at dawn." for i in range(40))
+    files = [
+        write(tmp_path / "notes.txt", f"Harbour report\n\n{prose}"),
+        make_pdf(tmp_path / "report.pdf", [f"Harbour report\n\n{prose}", prose[:900]]),
+        make_docx(tmp_path / "report.docx", [("h1", "Harbour report"), ("p", prose)]),
+    ]
+    chunker = Chunker(plan.settings, fast_tokenizer(plan.tokenizer))
+    for path in files:
+        chunked = pool.chunks(path, path.name, Limits(), plan)
+        here = chunker.chunks(pool.parse(path, path.name, Limits()), document_id="",
+                              source=path.name, generation=0)
+        got, expected = list(chunked), list(here)
+        assert len(expected) > 3 and got == expected
+        assert got[0].title == "Harbour report"
