@@ -21,7 +21,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -154,10 +154,21 @@ Event = Outcome | _Start | Chunk | _Copied | _End | _Fail | _Rejected
 
 
 @dataclass
+class _Pending:
+    """A batch being embedded, and the documents complete once it is written."""
+
+    batch: list[Chunk]
+    vectors: Future[np.ndarray]
+    ended: list[str]
+
+
+@dataclass
 class _State:
+    embedding: ThreadPoolExecutor
     inflight: dict[str, Document] = field(default_factory=dict)
     ended: list[str] = field(default_factory=list)
     batch: list[Chunk] = field(default_factory=list)
+    pending: _Pending | None = None
     outcomes: list[Outcome] = field(default_factory=list)
 
 
@@ -212,7 +223,7 @@ class Pipeline:
             daemon=True,
         )
         producer.start()
-        state = _State()
+        state = _State(ThreadPoolExecutor(1, thread_name_prefix="kb-embed-batch"))
         report = on_outcome or (lambda _: None)
         try:
             while (event := self._next(events, state, report, cancelled)) is not _EOF:
@@ -220,12 +231,14 @@ class Pipeline:
             if cancelled():  # the producer stopped short
                 raise Cancelled(CANCELLED)
             self._flush(state, report)
+            self._write_pending(state, report)
         except BaseException:
             stop.set()
             self._rollback(state)
             raise
         finally:
             stop.set()
+            state.embedding.shutdown(wait=False, cancel_futures=True)
             producer.join(timeout=10)
             self.claims.release_all(self)
         return state.outcomes
@@ -241,8 +254,9 @@ class Pipeline:
             try:
                 return events.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if state.ended:
+                if state.ended or state.pending is not None:  # a pause: finish what can be
                     self._flush(state, report)
+                    self._write_pending(state, report)
 
     # -- producer thread ----------------------------------------------------
 
@@ -427,24 +441,44 @@ class Pipeline:
             self._record(state, event, report)
 
     def _flush(self, state: _State, report: Callable[[Outcome], None]) -> None:
-        if state.batch:
-            vectors = self.embedder.embed_documents([c.indexed_text for c in state.batch])
-            self.store.add(state.batch, vectors)
-            state.batch.clear()
-        finished = [state.inflight.pop(doc_id) for doc_id in state.ended]
+        """Send the batch to be embedded, and write the one before it meanwhile: the
+        embedder (a GPU server, or the CPU's other core) never waits on a write."""
+        batch, ended = state.batch, state.ended
+        state.batch, state.ended = [], []
+        self._write_pending(state, report)
+        if batch:
+            texts = [c.indexed_text for c in batch]
+            vectors = state.embedding.submit(self.embedder.embed_documents, texts)
+            state.pending = _Pending(batch, vectors, ended)
+        else:
+            self._commit(state, ended, report)
+
+    def _write_pending(self, state: _State, report: Callable[[Outcome], None]) -> None:
+        """Write the batch being embedded, then commit the documents it completes."""
+        pending, state.pending = state.pending, None
+        if pending is not None:
+            self.store.add(pending.batch, pending.vectors.result())
+            self._commit(state, pending.ended, report)
+
+    def _commit(self, state: _State, ended: list[str], report: Callable[[Outcome], None]
+                ) -> None:
+        finished = [state.inflight.pop(doc_id) for doc_id in ended]
         statuses = [self.committer.commit(doc) for doc in finished]
         self.committer.settle()
         for doc in finished:
             self.claims.release(doc.id, self)
         for doc, status in zip(finished, statuses, strict=True):
             self._record(state, Outcome(doc.source, status, doc.id, doc.chunks), report)
-        state.ended.clear()
 
     def _fail(self, state: _State, event: _Fail, report: Callable[[Outcome], None]) -> None:
-        doc = state.inflight.pop(event.document_id, None)
+        doc = state.inflight.get(event.document_id)
         if doc is None:  # the producer itself broke
             raise RuntimeError(event.error)
         state.batch = [c for c in state.batch if c.document_id != doc.id]
+        pending = state.pending
+        if pending is not None and any(c.document_id == doc.id for c in pending.batch):
+            self._write_pending(state, report)  # so that the abort removes those chunks too
+        del state.inflight[doc.id]
         self.committer.abort(doc)
         doc.error = event.error
         self._record(state, Outcome(doc.source, FAILED, doc.id, error=event.error), report)

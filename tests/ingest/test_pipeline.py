@@ -15,6 +15,7 @@ from ingest.loaders import Limits
 from ingest.pipeline import Outcome, Source
 from ingest.workers import Cancel, ChunkPlan, Parser, ParserPool, never
 from retrieval.embedders import Embedder
+from retrieval.errors import ExtractionFailed
 from retrieval.types import Chunk, Segment
 from tests.conftest import MakeKb, write
 from tests.filegen import (
@@ -449,3 +450,34 @@ def test_large_files_behind_small_ones_with_tiny_buffers_never_deadlock(
     assert sorted(o.status for o in outcomes) == ["added"] * 9
     assert sum(o.chunks for o in outcomes) > 6 * 10  # the long files made many chunks
     assert_consistent(kb)
+
+
+class BreaksAtTheEnd(CountingParser):
+    """The real pool; ``bad.txt`` raises after all its chunks, as a file damaged at its end."""
+
+    def chunks(self, path: Path, name: str, limits: Limits, plan: ChunkPlan,
+               cancelled: Cancel = never) -> Iterator[Chunk]:
+        chunked = self.pool.chunks(path, name, limits, plan, cancelled)
+        return self._broken(chunked) if name == "bad.txt" else chunked
+
+    def _broken(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        yield from chunks
+        raise ExtractionFailed("the file is damaged at its end")
+
+
+def test_a_file_failing_after_its_chunks_were_sent_to_embed_leaves_none_behind(
+    make_kb: MakeKb, parser_pool: ParserPool, tmp_path: Path
+) -> None:
+    """A batch is embedded while the one before it is written: a file that fails while
+    its chunks are in flight is written, then removed; the others are committed."""
+    kb = make_kb(parser=BreaksAtTheEnd(parser_pool), batch_size=4)
+    long = " ".join(f"Sentence {i} is about harbour cranes and tides." for i in range(120))
+    files = [write(tmp_path / "good1.txt", PARIS), write(tmp_path / "bad.txt", long),
+             write(tmp_path / "good2.txt", OCEAN)]
+    outcomes = {o.source: o for o in kb.ingest([src(p) for p in files])}
+    assert {n: o.status for n, o in outcomes.items()} == {
+        "good1.txt": "added", "bad.txt": "failed", "good2.txt": "added"}
+    assert outcomes["bad.txt"].error == "the file is damaged at its end"
+    assert_consistent(kb)
+    assert {h.source for h in kb.search("harbour cranes and tides", 5)} <= {"good1.txt",
+                                                                          "good2.txt"}
