@@ -8,6 +8,7 @@ import os
 import resource
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,22 @@ def emit(result: dict[str, Any], out: str | None) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n", encoding="utf-8")
     sys.stdout.flush()
+
+
+def timed_ingest(kb: Any, files: list[Path]) -> tuple[float, list[Any]]:
+    """Seconds for ``kb.ingest`` of ``files`` with the model warm and a parser worker
+    started, and the outcomes; exits when any file fails (the figures would be wrong)."""
+    from ingest.pipeline import FAILED, Source
+
+    kb.embedder.embed_documents(["warm up the model"])
+    list(kb.parser.parse(files[0], files[0].name, kb.limits))  # start a worker
+    start = time.perf_counter()
+    outcomes = kb.ingest([Source(f"file:{p}", p.name, p) for p in files])
+    seconds = time.perf_counter() - start
+    failed = [o for o in outcomes if o.status == FAILED]
+    if failed:
+        raise SystemExit(f"{len(failed)} files failed, e.g. {failed[0]}")
+    return seconds, outcomes
 
 
 class FakeEmbedder(Embedder):

@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,19 +21,30 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common  # noqa: E402
+from ingest.chunking import Chunker  # noqa: E402
 from ingest.loaders import Limits, load  # noqa: E402
-from retrieval.types import Segment  # noqa: E402
+from retrieval.embedders import fast_tokenizer  # noqa: E402
+from retrieval.types import Chunk, Segment  # noqa: E402
 
 
 class InlineParser:
     """The old way: parse in the calling (producer) thread, no limits."""
 
     size = 1
+    _chunker: Chunker | None = None
 
     def parse(self, path: Path, name: str, limits: Limits, cancelled: Any = None
               ) -> Iterator[Segment]:
         with path.open("rb") as stream:
             yield from load(stream, name, limits)
+
+    def chunks(self, path: Path, name: str, limits: Limits, plan: Any, cancelled: Any = None
+               ) -> Iterator[Chunk]:
+        """Parsed and chunked here too, as the old way did."""
+        if self._chunker is None:  # one for the run, as the service keeps one
+            self._chunker = Chunker(plan.settings, fast_tokenizer(plan.tokenizer))
+        return self._chunker.chunks(self.parse(path, name, limits), document_id="", source=name,
+                              generation=0)
 
     def close(self) -> None:
         """Nothing to stop."""
@@ -75,22 +85,13 @@ def _latin1(text: str) -> str:
 def ingest_seconds(files: list[Path], data_dir: Path, inline: bool) -> float:
     """Seconds for ``KnowledgeBase.ingest`` of ``files`` (model loaded and warm)."""
     from app.factory import open_knowledge_base
-    from ingest.pipeline import FAILED, Source
 
     kb = open_knowledge_base(common.bench_settings(data_dir))
     if inline:
         kb.parser.close()
         kb.parser = InlineParser()
     try:
-        kb.embedder.embed_documents(["warm up the model"])
-        list(kb.parser.parse(files[0], files[0].name, kb.limits))  # start a worker
-        start = time.perf_counter()
-        outcomes = kb.ingest([Source(f"file:{p}", p.name, p) for p in files])
-        seconds = time.perf_counter() - start
-        failed = [o for o in outcomes if o.status == FAILED]
-        if failed:
-            raise SystemExit(f"{len(failed)} files failed, e.g. {failed[0]}")
-        return seconds
+        return common.timed_ingest(kb, files)[0]
     finally:
         kb.close()
 

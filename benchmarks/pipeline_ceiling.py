@@ -75,17 +75,8 @@ def children_peak_mb() -> float:
 
 def ingest_case(workers: int, data_dir: Path, files: list[Path]) -> dict[str, Any]:
     """Time ``kb.ingest`` of every file with ``workers`` parser processes."""
-    from ingest.pipeline import FAILED, Source
-
     kb = open_kb(data_dir, workers)
-    kb.embedder.embed_documents(["warm up"])
-    list(kb.parser.parse(files[-1], files[-1].name, kb.limits))  # start a worker
-    start = time.perf_counter()
-    outcomes = kb.ingest([Source(f"file:{p}", p.name, p) for p in files])
-    seconds = time.perf_counter() - start
-    failed = [o for o in outcomes if o.status == FAILED]
-    if failed:
-        raise SystemExit(f"{len(failed)} files failed, e.g. {failed[0]}")
+    seconds, outcomes = common.timed_ingest(kb, files)
     chunks = sum(o.chunks for o in outcomes)
     rss = common.peak_rss_mb()
     kb.close()
