@@ -1,4 +1,4 @@
-"""The pipeline's own ceiling: ingest with a zero-cost embedder, 1 vs 2 parser workers.
+"""The pipeline's own ceiling: ingest with a zero-cost embedder, 1 vs 2 parsing workers.
 
 A GPU embedding server embeds thousands of chunks a second, so on a production
 host everything around the embedder sets the pace. This script replaces the
@@ -6,14 +6,16 @@ embedder with a hashing one (real tokenizer for chunking, vectors from a hash:
 benchmark-only, never in the product) and ingests a mixed corpus (SciFact
 abstracts as TXT, plus PDFs and DOCX files made from them) into real Chroma and
 the lexical index. Each case runs in a fresh child process so its peak RSS is
-its own (children: the parser workers).
+its own (children: the parser workers). One run uses all the workers but one
+(the last is kept for other users' uploads), so ``--workers 1,3`` compares one
+parsing worker with two.
 
 A last child times the stages alone on the same files: parsing and chunking in
 one worker (parallel across workers), and filling in the chunks' document fields,
 hashing and store writes (in the service process). From those it estimates what
 a 16-core host would give.
 
-    .venv/bin/python benchmarks/pipeline_ceiling.py --txt 600 --mix 120 --workers 1,2
+    .venv/bin/python benchmarks/pipeline_ceiling.py --txt 600 --mix 120 --workers 1,3
 
 Chunks are embedded and written ``KB_EMBED_BATCH_SIZE`` at a time (the product's setting).
 """
@@ -44,7 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--corpus", default=str(common.DEFAULT_CORPUS))
     parser.add_argument("--txt", type=int, default=600, help="SciFact abstracts as .txt")
     parser.add_argument("--mix", type=int, default=120, help="PDF + DOCX files (half each)")
-    parser.add_argument("--workers", default="1,2", help="parser worker counts to compare")
+    parser.add_argument("--workers", default="1,3", help="parser pool sizes to compare")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", help="also write the JSON result to this file")
     parser.add_argument("--child", nargs=3, metavar=("CASE", "DATA_DIR", "FILES"),

@@ -47,8 +47,8 @@ T = TypeVar("T")
 
 ADDED, UPDATED, UNCHANGED, FAILED = "added", "updated", "unchanged", "failed"
 QUEUE_DEPTH = 512
-# Files in flight per parser worker: while a slow file (a PDF) is forwarded, later
-# ones keep the workers busy (x4 measured ~1.3x faster than x1 with two workers).
+# Files in flight per parser worker a run may use: while a slow file (a PDF) is
+# forwarded, later ones keep the workers busy (x4 measured ~1.3x faster than x1).
 LOOK_AHEAD = 4
 AHEAD_BYTES = 4 * 2**20  # larger files are read when every file before them is
 HEAD_BYTES = 8192
@@ -283,18 +283,22 @@ class Pipeline:
         self, sources: Iterable[Source], seen: set[str], force: bool, cancelled: Cancel
     ) -> Generator[Iterator[Event], None, None]:
         """Each new source's events, in source order. While one is forwarded, the next
-        few are read, parsed and chunked ahead on pool threads, so a run keeps every
-        parser worker busy (a GPU embedder outruns one parser)."""
-        if self.parser.size <= 1:
+        few are read, parsed and chunked ahead on pool threads, so a run keeps the
+        parser workers busy (a GPU embedder outruns one parser). One run uses all the
+        workers but one: the last is kept for other uploads, which never wait behind
+        a run's slow files."""
+        share = self.parser.size - 1
+        if share <= 1:
             for source in _new(sources, seen):
                 yield self._events(source, force, seen, cancelled)
             return
         window: deque[_Ahead] = deque()
-        width = self.parser.size * LOOK_AHEAD
+        width = share * LOOK_AHEAD
+        turns = threading.BoundedSemaphore(share)
         with ThreadPoolExecutor(width, thread_name_prefix="kb-parse") as pool:
             try:
                 for source in _new(sources, seen):
-                    ahead = _Ahead(cancelled, _small(source.path), earlier=list(window))
+                    ahead = _Ahead(cancelled, _small(source.path), list(window), turns)
                     pool.submit(ahead.fill, self._events(source, force, seen, cancelled))
                     window.append(ahead)
                     if len(window) == width:
@@ -541,18 +545,23 @@ class _Ahead:
 
     _END = object()
 
-    def __init__(self, cancelled: Cancel, small: bool, earlier: list[_Ahead]) -> None:
+    def __init__(self, cancelled: Cancel, small: bool, earlier: list[_Ahead],
+                 turns: threading.BoundedSemaphore) -> None:
         self.buffer: queue.Queue[object] = queue.Queue(maxsize=0 if small else QUEUE_DEPTH)
         self.cancelled, self.dropped = cancelled, False
         self.earlier = [] if small else earlier
+        self.turns = turns  # the run's share of the parser workers
         self.done = threading.Event()
 
     def fill(self, events: Generator[Event, None, None]) -> None:
         try:
-            if all(self._wait(ahead.done) for ahead in self.earlier):
-                for event in events:
-                    if not self._put(event):
-                        return
+            if all(self._wait(ahead.done) for ahead in self.earlier) and self._turn():
+                try:
+                    for event in events:
+                        if not self._put(event):
+                            return
+                finally:
+                    self.turns.release()
         except BaseException as exc:  # the forwarding thread raises it, in order
             self._put(_Raised(exc))
         finally:
@@ -576,6 +585,12 @@ class _Ahead:
 
     def drop(self) -> None:
         self.dropped = True
+
+    def _turn(self) -> bool:
+        while not (self.dropped or self.cancelled()):
+            if self.turns.acquire(timeout=POLL_SECONDS):
+                return True
+        return False
 
     def _wait(self, turn: threading.Event) -> bool:
         while not (self.dropped or self.cancelled()):

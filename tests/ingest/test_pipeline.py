@@ -13,7 +13,7 @@ from app.service import KnowledgeBase
 from ingest import pipeline
 from ingest.loaders import Limits
 from ingest.pipeline import Outcome, Source
-from ingest.workers import Cancel, ChunkPlan, Parser, ParserPool, never
+from ingest.workers import Cancel, ChunkPlan, ParseBudget, Parser, ParserPool, never
 from retrieval.embedders import Embedder
 from retrieval.errors import ExtractionFailed
 from retrieval.types import Chunk, Segment
@@ -408,11 +408,18 @@ class MeetingParser(CountingParser):
         yield from self.pool.chunks(path, name, limits, plan, cancelled)
 
 
-def test_one_run_parses_as_many_files_at_once_as_the_pool_has_workers(
-    make_kb: MakeKb, parser_pool: ParserPool, tmp_path: Path
+@pytest.fixture
+def three_workers() -> Iterator[ParserPool]:
+    """A pool of three: one run may use two of them (the last is kept for others)."""
+    pool = ParserPool(3, ParseBudget(cpu_seconds=60, memory_mb=3072))
+    yield pool
+    pool.close()
+
+
+def test_one_run_parses_files_at_once_on_all_workers_but_one(
+    make_kb: MakeKb, three_workers: ParserPool, tmp_path: Path
 ) -> None:
-    meeting = MeetingParser(parser_pool)
-    assert meeting.size == 2
+    meeting = MeetingParser(three_workers)
     kb = make_kb(parser=meeting, batch_size=4)
     files = [write(tmp_path / f"d{i}.txt", f"Document {i}. " + PARIS) for i in range(6)]
     files.insert(3, write(tmp_path / "empty.txt", ""))
@@ -424,16 +431,17 @@ def test_one_run_parses_as_many_files_at_once_as_the_pool_has_workers(
 
 
 def test_large_files_behind_small_ones_with_tiny_buffers_never_deadlock(
-    make_kb: MakeKb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_kb: MakeKb, three_workers: ParserPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Files over the read-ahead size hold a worker while their buffer is full; the
-    ones before them must still get through (two workers, a second run alongside)."""
+    ones before them must still get through (a run uses two of three workers, and a
+    second run goes alongside)."""
     monkeypatch.setattr(pipeline, "AHEAD_BYTES", 2_000)
     monkeypatch.setattr(pipeline, "QUEUE_DEPTH", 2)
     long = " ".join(f"Sentence {i} is about harbour cranes and tides." for i in range(400))
     files = [write(tmp_path / f"f{i}.txt", long if i % 3 else f"Short note {i}.")
              for i in range(9)]
-    kb = make_kb(batch_size=4)
+    kb = make_kb(parser=three_workers, batch_size=4)
     results: dict[str, list[Outcome]] = {}
 
     def ingest(name: str, paths: list[Path]) -> None:
