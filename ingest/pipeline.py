@@ -374,7 +374,9 @@ class Pipeline:
     def _parse(self, doc: Document, stored: Path, cancelled: Cancel) -> Iterator[Event]:
         counts: list[PageCounts] = []
         try:
-            if self.chunk_plan is not None and self.texts is None:
+            # The worker chunks files of up to AHEAD_BYTES: a larger one's chunking
+            # (minutes for 200 MB of text) stays here, under no parse budget.
+            if self.chunk_plan is not None and self.texts is None and _small(stored):
                 chunked = self.parser.chunks(stored, doc.source, self.limits, self.chunk_plan,
                                              cancelled)
                 for chunk in _returned(chunked, counts):

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 MB = 2**20
 REPLY_CHARS = 1 << 20  # segments are sent back in batches of about this much text
+CHUNK_SECONDS = 600  # CPU time to chunk one segment (a block of text, a page) in a worker
 POLL_SECONDS = 0.1
 WALL_FACTOR, WALL_SLACK = 3, 30  # wall-clock backstop: 3 × the CPU budget + 30 s
 
@@ -332,6 +333,16 @@ def _page_budget(settings: OcrSettings, replies: Connection) -> Reader:
     return Reader(settings, before, after)
 
 
+def _budget_paused(segments: Iterator[Segment]) -> Iterator[Segment]:
+    """The segments, the file's CPU budget paused while each is chunked: the budget is
+    for the parser (chunking is kb's own work, bounded by the text)."""
+    for segment in segments:
+        remaining = resource.getrlimit(resource.RLIMIT_CPU)[0] - _cpu_used()
+        _budget_cpu(CHUNK_SECONDS)
+        yield segment
+        _budget_cpu(max(1, int(remaining)))
+
+
 def _cpu_used() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -345,7 +356,8 @@ def _parse_one(task: Any, replies: Connection) -> None:
         with open(path, "rb") as stream:
             segments = load(stream, name, limits, reader)
             parts: Iterator[Segment | Chunk] = segments if plan is None else _chunker(
-                plan).chunks(segments, document_id="", source=name, generation=0)
+                plan).chunks(_budget_paused(segments), document_id="", source=name,
+                             generation=0)
             batch: list[Segment | Chunk] = []
             size = 0
             for part in parts:
