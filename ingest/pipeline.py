@@ -576,7 +576,7 @@ class _Ahead:
             try:
                 item = self.buffer.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if self.cancelled() or self.dropped:
+                if self._stopped():
                     raise Cancelled(CANCELLED) from None
                 continue
             if item is self._END:
@@ -589,33 +589,36 @@ class _Ahead:
         self.dropped = True
 
     def _turn(self) -> bool:
-        while not (self.dropped or self.cancelled()):
-            if self.turns.acquire(timeout=POLL_SECONDS):
-                return True
-        return False
+        return _until(lambda: self.turns.acquire(timeout=POLL_SECONDS), self._stopped)
 
     def _wait(self, turn: threading.Event) -> bool:
-        while not (self.dropped or self.cancelled()):
-            if turn.wait(POLL_SECONDS):
-                return True
-        return False
+        return _until(lambda: turn.wait(POLL_SECONDS), self._stopped)
 
     def _put(self, item: object) -> bool:
-        while not (self.dropped or self.cancelled()):
-            try:
-                self.buffer.put(item, timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return _until(lambda: _offered(self.buffer, item), self._stopped)
+
+    def _stopped(self) -> bool:
+        return self.dropped or self.cancelled()
 
 
 def _put(out: queue.Queue[object], item: object, stop: threading.Event) -> bool:
     """Put unless the consumer has stopped; returns False when it has."""
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=0.2)
+    return _until(lambda: _offered(out, item), stop.is_set)
+
+
+def _until(step: Callable[[], bool], stopped: Callable[[], bool]) -> bool:
+    """Retry ``step`` (which waits up to a poll interval) until it succeeds: True, or
+    until ``stopped``: False."""
+    while not stopped():
+        if step():
             return True
-        except queue.Full:
-            continue
     return False
+
+
+def _offered(out: queue.Queue[object], item: object) -> bool:
+    """Put ``item`` if there is room within a poll interval."""
+    try:
+        out.put(item, timeout=POLL_SECONDS)
+        return True
+    except queue.Full:
+        return False
