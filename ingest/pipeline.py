@@ -468,8 +468,11 @@ class Pipeline:
 
     def _commit(self, state: _State, ended: list[str], report: Callable[[Outcome], None]
                 ) -> None:
-        finished = [state.inflight.pop(doc_id) for doc_id in ended]
-        statuses = [self.committer.commit(doc) for doc in finished]
+        finished = [state.inflight[doc_id] for doc_id in ended]
+        statuses = []
+        for doc in finished:  # in flight (rolled back on Ctrl-C) until committed
+            statuses.append(self.committer.commit(doc))
+            del state.inflight[doc.id]
         self.committer.settle()
         for doc in finished:
             self.claims.release(doc.id, self)
