@@ -15,7 +15,7 @@ from retrieval.chat import make_chat_model
 from retrieval.embedders import Embedder, make_embedder
 from retrieval.fusion import Fusion
 from retrieval.rerank import make_reranker
-from retrieval.store import ChromaBackend
+from retrieval.stores import open_backend
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -37,7 +37,10 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
     """Build the service from settings (the only place besides the CLI that reads them)."""
     embedder = embedder_from(settings)
     data_dir = settings.data_dir.expanduser().resolve()
-    backend = ChromaBackend(path=data_dir / "chroma", url=settings.chroma_url)
+    backend = open_backend(
+        settings.store, data_dir, chroma_url=settings.chroma_url,
+        milvus_uri=settings.milvus_uri, milvus_token=_secret(settings.milvus_token),
+    )
     limits = Limits(
         max_file_bytes=settings.max_file_bytes,
         max_docx_uncompressed_bytes=int(settings.max_docx_uncompressed_mb * MB),

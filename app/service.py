@@ -29,12 +29,11 @@ from retrieval.chat import ChatModel
 from retrieval.embedders import Embedder
 from retrieval.errors import ConfigurationError, DataDirBusy, DocumentNotFound, KbError
 from retrieval.fusion import Fusion
-from retrieval.hybrid import HybridBackend, HybridStore
 from retrieval.rerank import Reranker
 from retrieval.rerank import rerank as rerank_hits
 from retrieval.search import HYBRID, search
-from retrieval.store import SHARED, ChromaBackend
-from retrieval.types import Chunk, Results, Scope
+from retrieval.stores import SHARED, Store, StoreBackend
+from retrieval.types import Results, Scope
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class KnowledgeBase:
     """Catalog, originals, embedder and vector store behind one data directory."""
 
     def __init__(
-        self, *, data_dir: Path, embedder: Embedder, backend: ChromaBackend, limits: Limits,
+        self, *, data_dir: Path, embedder: Embedder, backend: StoreBackend, limits: Limits,
         chunking: ChunkSettings, batch_size: int = 64, llm: ChatModel | None = None,
         min_score: float = 0.0, fusion: Fusion | None = None, reranker: Reranker | None = None,
         rerank_top_n: int = 30, owns_clients: bool = False, parser: Parser | None = None,
@@ -55,7 +54,6 @@ class KnowledgeBase:
         self.llm, self.min_score, self.fusion = llm, min_score, fusion or Fusion()
         self.reranker, self.rerank_top_n = reranker, rerank_top_n
         self._owns_clients = owns_clients  # backend and parser opened for it: closed with it
-        self.indexes = HybridBackend(backend, data_dir / "lexical")
         # A remote embedder takes several requests at once: give it enough per call.
         self.limits, self.batch_size = limits, batch_size * embedder.max_concurrency
         self._lock_file = _lock_data_dir(data_dir)
@@ -75,6 +73,9 @@ class KnowledgeBase:
         self.closing = threading.Event()  # set on shutdown: running work cancels itself
         self.store = self._active_store()
         self.recover()
+        # The catalog lists chunks the store does not have: a wiped server, or KB_CHROMA_URL
+        # or KB_MILVUS_URI pointing elsewhere. Searching would find nothing, silently.
+        self._store_lost = bool(self.catalog.counts().get("chunks")) and not self.store.count()
 
     def shutdown(self) -> None:
         """Cancel running ingests (they roll back what is in flight); used before ``close``."""
@@ -99,17 +100,30 @@ class KnowledgeBase:
 
     # -- start-up -----------------------------------------------------------
 
-    def _active_store(self) -> HybridStore:
+    def _active_store(self) -> Store:
         name = self.catalog.get_meta("collection")
-        stored_id = self.catalog.get_meta("embedding")
-        if name and stored_id != self.embedding_id and not self.catalog.counts().get("chunks"):
-            self.indexes.drop(name)  # empty index built for another model: start afresh
+        if name and self._built_elsewise() and not self.catalog.counts().get("chunks"):
+            if self._stored_kind() == self.backend.kind:
+                self.backend.drop(name)  # empty index built for another model: start afresh
             name = None
         if not name:
             name = _new_collection_name()
             self.catalog.set_meta("collection", name)
-            self.catalog.set_meta("embedding", self.embedding_id)
-        return self.indexes.open(name)
+            self._record_build()
+        return self.backend.open(name, self.embedder.dimension)
+
+    def _stored_kind(self) -> str:
+        """The store family the index lives in (indexes older than Milvus are in Chroma)."""
+        return self.catalog.get_meta("store") or "chroma"
+
+    def _built_elsewise(self) -> bool:
+        """Whether the index was built by another model or lives in another store."""
+        stored_id = self.catalog.get_meta("embedding")
+        return stored_id != self.embedding_id or self._stored_kind() != self.backend.kind
+
+    def _record_build(self) -> None:
+        self.catalog.set_meta("embedding", self.embedding_id)
+        self.catalog.set_meta("store", self.backend.kind)
 
     def recover(self) -> None:
         """Finish what an interrupted process left: stray vectors, partial re-index, jobs."""
@@ -118,9 +132,9 @@ class KnowledgeBase:
             self.catalog.done(doc_id, generation)
         leftover = self.catalog.get_meta("reindex_collection")
         if leftover:
-            self.indexes.drop(leftover)
+            self.backend.drop(leftover)
             self.catalog.set_meta("reindex_collection", None)
-        self.indexes.sweep(keep=self.store.name)
+        self.backend.sweep(keep=self.store.name)
         if not self.store.in_step():
             self._rebuild_lexical()
         self.originals.sweep_incoming()
@@ -135,20 +149,29 @@ class KnowledgeBase:
                     "rebuilding it from %d stored chunks", self.store.name, total)
         with tqdm(total=total, desc="rebuild lexical index", unit="chunk", file=sys.stderr,
                   disable=None) as bar:
-            def pages() -> Iterator[list[Chunk]]:
-                for page in self.store.vectors.chunks():
-                    yield page
-                    bar.update(len(page))
-
-            self.store.lexical.rebuild_from(pages())
+            self.store.rebuild_lexical(bar.update)
 
     def check_embedding(self) -> None:
-        """Refuse to mix vectors of two models in one collection."""
+        """Refuse to mix vectors of two models in one collection, or to search a store
+        the index is not in (after a change of KB_STORE)."""
         stored = self.catalog.get_meta("embedding")
         if stored != self.embedding_id:
             raise ConfigurationError(
                 f"the index was built with embedding model {stored} but the service now uses "
                 f"{self.embedding_id}; run `kb reindex` to re-embed every document"
+            )
+        kind = self._stored_kind()
+        if kind != self.backend.kind:
+            raise ConfigurationError(
+                f"the index is stored in {kind} but KB_STORE is now {self.backend.kind}; run "
+                f"`kb reindex` to rebuild it there from the kept originals, or set KB_STORE={kind}"
+            )
+        if self._store_lost:
+            raise ConfigurationError(
+                f"the catalog lists {self.catalog.counts()['chunks']} chunks but collection "
+                f"{self.store.name} at {self.backend.where} holds none (a new or wiped server?); "
+                "point kb at the store that has them, or run `kb reindex` to rebuild it from the "
+                "kept originals"
             )
 
     # -- operations ----------------------------------------------------------
@@ -322,7 +345,7 @@ class KnowledgeBase:
         with self.gate.exclusive():
             name = _new_collection_name()
             self.catalog.set_meta("reindex_collection", name)
-            store = self.indexes.open(name)
+            store = self.backend.open(name, self.embedder.dimension)
             committer = CollectingCommitter(self.catalog)
             try:
                 outcomes = self._pipeline(store, committer).run(
@@ -330,14 +353,15 @@ class KnowledgeBase:
                 )
                 _raise_if_failed(outcomes)
             except BaseException:
-                self.indexes.drop(name, store)
+                self.backend.drop(name, store)
                 self.catalog.set_meta("reindex_collection", None)
                 raise
             old = self.store
             self.catalog.switch_collection(name, committer.docs)
-            self.catalog.set_meta("embedding", self.embedding_id)
+            self._record_build()
+            self._store_lost = False
             self.store = store
-            self.indexes.drop(old.name, old)
+            self.backend.drop(old.name, old)
             return outcomes
 
     # -- reading -------------------------------------------------------------
@@ -364,9 +388,9 @@ class KnowledgeBase:
         checks: dict[str, str] = {}
         try:
             self.backend.heartbeat()
-            checks["chroma"] = "ok"
+            checks["store"] = "ok"
         except KbError as exc:
-            checks["chroma"] = str(exc)
+            checks["store"] = str(exc)
         try:
             self.catalog.counts()
             checks["catalog"] = "ok"
@@ -395,7 +419,7 @@ class KnowledgeBase:
             "chunk_overlap": self.chunker.settings.overlap,
             "collection": self.store.name,
             "vectors": self.store.count(),
-            "lexical_chunks": self.store.lexical.count(),
+            "lexical_chunks": self.store.lexical_count(),
             "pending_writes": len(self.catalog.pending()),
             "ocr": self._ocr_engines(),
             **self.catalog.counts(),
@@ -412,7 +436,7 @@ class KnowledgeBase:
         note = f" (missing: {'; '.join(missing)})" if missing else ""
         return f"{settings.engine}: {', '.join(found) or 'no engine'}{note}"
 
-    def _pipeline(self, store: HybridStore, committer: Any) -> Pipeline:
+    def _pipeline(self, store: Store, committer: Any) -> Pipeline:
         return Pipeline(
             catalog=self.catalog, store=store, embedder=self.embedder, chunker=self.chunker,
             originals=self.originals, limits=self.limits, fingerprint=self.fingerprint,
@@ -452,7 +476,8 @@ def _fingerprint(embedding_id: str, chunking: ChunkSettings) -> str:
 
 
 def _new_collection_name() -> str:
-    return f"kb-{uuid.uuid4().hex[:12]}"
+    """Letters, digits and underscores: a valid name in Chroma and in Milvus."""
+    return f"kb_{uuid.uuid4().hex[:12]}"
 
 
 def _lock_data_dir(data_dir: Path) -> Any:

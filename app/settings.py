@@ -34,7 +34,18 @@ class Settings(BaseSettings):
     )
     tokenizer: str | None = None
     query_instruction: str | None = None
+    store: Literal["chroma", "milvus"] = Field(
+        default="chroma", description="where chunks live: Chroma (with a tantivy index for "
+        "keyword search) or Milvus (vectors and BM25 in one collection)",
+    )
     chroma_url: str | None = None
+    milvus_uri: str | None = Field(
+        default=None, description="a Milvus server or cluster (http://host:19530), or a folder "
+        "for milvus-lite (a path ending in .db); unset: KB_DATA_DIR/milvus.db",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description="Milvus credentials, user:password or an API key"
+    )
     llm_url: str | None = None
     llm_model: str | None = None
     llm_api_key: SecretStr | None = None
@@ -128,7 +139,8 @@ class Settings(BaseSettings):
         "embedding_url", "embedding_model", "query_instruction", "chroma_url", "llm_url",
         "llm_model", "embedding_dimensions", "api_key", "embedding_api_key", "tokenizer",
         "llm_api_key", "rerank_url", "rerank_model", "rerank_api_key", "embedding_scripts",
-        "model_cache", "webui_url", "webui_api_key", "webui_admin_email", "webui_admin_password",
+        "model_cache", "milvus_uri", "milvus_token", "webui_url", "webui_api_key",
+        "webui_admin_email", "webui_admin_password",
         mode="before",
     )
     @classmethod

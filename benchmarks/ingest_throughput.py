@@ -58,7 +58,7 @@ def raw_whole_texts(model: Any, texts: list[str]) -> float:
 
 def stored_chunks(kb: Any, order: dict[str, int]) -> list[str]:
     """The texts the pipeline embedded (chunks with their titles), in the order it did."""
-    chunks = [c for page in kb.store.vectors.chunks() for c in page]
+    chunks = [c for page in kb.store.chunks() for c in page]
     chunks.sort(key=lambda c: (order[c.source], c.chunk_index))
     return [c.indexed_text for c in chunks]
 

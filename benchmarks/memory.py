@@ -139,11 +139,11 @@ def open_fake_kb(data_dir: Path, store: str) -> Any:
     from app.service import KnowledgeBase
     from ingest.chunking import ChunkSettings
     from ingest.loaders import Limits
-    from retrieval.store import ChromaBackend
+    from retrieval.stores import open_backend
 
     kb = KnowledgeBase(
         data_dir=data_dir, embedder=common.FakeEmbedder(),
-        backend=ChromaBackend(path=data_dir / "chroma"),
+        backend=open_backend("chroma", data_dir),
         limits=Limits(max_file_bytes=8 * 2**30, max_chars=4 * 2**30), chunking=ChunkSettings(),
     )
     if store == "null":

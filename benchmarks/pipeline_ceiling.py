@@ -60,11 +60,11 @@ def open_kb(data_dir: Path, workers: int) -> Any:
     from ingest.chunking import ChunkSettings
     from ingest.loaders import Limits
     from ingest.workers import ParserPool
-    from retrieval.store import ChromaBackend
+    from retrieval.stores import open_backend
 
     return KnowledgeBase(
         data_dir=data_dir, embedder=common.FakeEmbedder(),
-        backend=ChromaBackend(path=data_dir / "chroma"), limits=Limits(),
+        backend=open_backend("chroma", data_dir), limits=Limits(),
         chunking=ChunkSettings(), parser=ParserPool(workers), owns_clients=True,
         batch_size=common.bench_settings(data_dir).embed_batch_size,
     )

@@ -34,7 +34,7 @@ from ingest.chunking import ChunkSettings  # noqa: E402
 from ingest.loaders import Limits  # noqa: E402
 from ingest.pipeline import Source  # noqa: E402
 from retrieval.embedders import OpenAIEmbedder  # noqa: E402
-from retrieval.store import ChromaBackend  # noqa: E402
+from retrieval.stores import open_backend  # noqa: E402
 from tests.vllm_server import EMBED_MODEL, RecordingTransport, VllmServer  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def pipeline_run(
     kb = KnowledgeBase(
         data_dir=work,
         embedder=embedder,
-        backend=ChromaBackend(path=work / "chroma"),
+        backend=open_backend("chroma", work),
         limits=Limits(),
         chunking=ChunkSettings(),
         batch_size=256 // embedder.max_concurrency,
@@ -57,7 +57,7 @@ def pipeline_run(
         started = time.perf_counter()
         kb.ingest([Source(f"file:{p}", p.name, p) for p in files])
         seconds = time.perf_counter() - started
-        texts = [c.text for page in kb.store.vectors.chunks() for c in page]
+        texts = [c.text for page in kb.store.chunks() for c in page]
     finally:
         kb.close()
     return seconds, list(texts), recorder

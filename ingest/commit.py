@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ingest.catalog import Catalog, Document
 from ingest.pipeline import ADDED, UPDATED
-from retrieval.store import VectorStore
+from retrieval.stores import VectorStore
 
 
 class CatalogCommitter:

@@ -39,7 +39,7 @@ from ingest.originals import Originals
 from ingest.workers import Cancel, ChunkPlan, Parser, never
 from retrieval.embedders import Embedder
 from retrieval.errors import Cancelled, InvalidDocument
-from retrieval.store import VectorStore
+from retrieval.stores import VectorStore
 from retrieval.types import Chunk, Segment
 
 log = logging.getLogger(__name__)

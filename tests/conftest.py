@@ -22,10 +22,14 @@ from ingest.chunking import ChunkSettings  # noqa: E402
 from ingest.loaders import Limits  # noqa: E402
 from ingest.workers import ParseBudget, ParserPool  # noqa: E402
 from retrieval.embedders import Embedder, LocalEmbedder  # noqa: E402
-from retrieval.store import ChromaBackend  # noqa: E402
+from retrieval.stores import StoreBackend  # noqa: E402
+from retrieval.stores.chroma import ChromaBackend  # noqa: E402
+from retrieval.stores.hybrid import HybridBackend  # noqa: E402
+from retrieval.stores.milvus import MilvusBackend  # noqa: E402
 
 MakeKb = Callable[..., KnowledgeBase]
 CHROMA = Path(sys.executable).with_name("chroma")
+MILVUS_LITE = Path(sys.executable).with_name("milvus-lite")
 
 
 def free_port() -> int:
@@ -45,6 +49,24 @@ def start_chroma(path: Path) -> tuple[subprocess.Popen[bytes], str]:
     url = f"http://127.0.0.1:{port}"
     wait_until_up(process, f"{url}/api/v2/heartbeat", 60)
     return process, url
+
+
+def start_milvus(path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start milvus-lite as a gRPC server on a free port (the client talks to it as to a
+    Milvus server); returns it and its URL once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(MILVUS_LITE), "server", "--data-dir", str(path), "--host", "127.0.0.1",
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process, f"http://127.0.0.1:{port}"
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("milvus-lite did not listen within 60 s")
 
 
 def wait_until_up(process: subprocess.Popen[Any], url: str, seconds: float) -> None:
@@ -71,13 +93,44 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.integration)])
 def chroma_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChromaBackend]:
-    """The store backend under test: embedded Chroma, or the real Chroma server."""
+    """A Chroma client: embedded, or the real Chroma server."""
     if request.param == "server":
         backend = ChromaBackend(url=request.getfixturevalue("chroma_server"))
     else:
         backend = ChromaBackend(path=tmp_path / "data" / "chroma")
     yield backend
     backend.close()
+
+
+CHROMA_STORES = ["embedded", pytest.param("server", marks=pytest.mark.integration)]
+STORES = [*CHROMA_STORES, "milvus"]
+# For tests of the Chroma family's own parts (its tantivy folders, its Chroma files).
+chroma_only = pytest.mark.parametrize("store_backend", CHROMA_STORES, indirect=True)
+embedded_only = pytest.mark.parametrize("store_backend", ["embedded"], indirect=True)
+
+
+@pytest.fixture(params=STORES)
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBackend]:
+    """The store under test: embedded Chroma, the real Chroma server (each with its
+    tantivy index), or milvus-lite; all under ``tmp_path/data`` as the service lays them out."""
+    data = tmp_path / "data"
+    backend: StoreBackend
+    if request.param == "milvus":
+        backend = MilvusBackend(str(data / "milvus.db"))
+    elif request.param == "server":
+        backend = HybridBackend(ChromaBackend(url=request.getfixturevalue("chroma_server")),
+                                data / "lexical")
+    else:
+        backend = HybridBackend(ChromaBackend(path=data / "chroma"), data / "lexical")
+    yield backend
+    backend.close()
+
+
+def store_settings(backend: StoreBackend) -> dict[str, str]:
+    """The environment that points a `kb` process at the same store."""
+    if isinstance(backend, MilvusBackend):
+        return {"KB_STORE": "milvus", "KB_MILVUS_URI": backend.uri}
+    return {} if backend.where == "embedded" else {"KB_CHROMA_URL": backend.where}
 
 
 @pytest.fixture(scope="session")
@@ -113,10 +166,10 @@ def parser_pool() -> Iterator[ParserPool]:
 
 @pytest.fixture
 def make_kb(
-    tmp_path: Path, embedder: LocalEmbedder, chroma_backend: ChromaBackend,
+    tmp_path: Path, embedder: LocalEmbedder, store_backend: StoreBackend,
     parser_pool: ParserPool,
 ) -> Iterator[MakeKb]:
-    """Open knowledge bases on real embedded Chroma under ``tmp_path``; closed afterwards."""
+    """Open knowledge bases on the store under test, under ``tmp_path``; closed afterwards."""
     opened: list[KnowledgeBase] = []
 
     def make(
@@ -126,7 +179,7 @@ def make_kb(
     ) -> KnowledgeBase:
         root = data_dir or tmp_path / "data"
         kb = KnowledgeBase(
-            data_dir=root, embedder=use or embedder, backend=chroma_backend,
+            data_dir=root, embedder=use or embedder, backend=store_backend,
             limits=limits or Limits(), chunking=chunking or ChunkSettings(),
             batch_size=batch_size, parser=parser or parser_pool,
         )

@@ -30,18 +30,22 @@ def env_of(service: str) -> dict[str, str]:
 def test_every_service_has_an_image_or_build_and_the_product_is_complete() -> None:
     assert set(SERVICES) == {
         "vllm-embed", "vllm-chat", "vllm-rerank", "chroma", "kb", "open-webui",
+        "milvus", "milvus-etcd", "milvus-minio",
     }
     for name, service in SERVICES.items():
         assert service.get("image") or service.get("build"), name
     assert SERVICES["kb"]["build"] == "."
     assert SERVICES["vllm-chat"]["profiles"] == ["llm"]  # optional
     assert SERVICES["vllm-rerank"]["profiles"] == ["rerank"]
+    for name in ("milvus", "milvus-etcd", "milvus-minio"):
+        assert SERVICES[name]["profiles"] == ["milvus"], name
 
 
 def test_health_checks_guard_every_dependency() -> None:
     assert "HEALTHCHECK" in DOCKERFILE  # kb's own check lives in its image
     assert "tesseract-ocr-chi-sim" in DOCKERFILE  # KB_OCR=auto's reader of Latin script
-    for name in ("vllm-embed", "vllm-chat", "vllm-rerank", "chroma"):
+    for name in ("vllm-embed", "vllm-chat", "vllm-rerank", "chroma", "milvus", "milvus-etcd",
+                 "milvus-minio"):
         assert SERVICES[name]["healthcheck"]["test"], name
     for name, service in SERVICES.items():
         for dependency, rule in service.get("depends_on", {}).items():
@@ -60,6 +64,25 @@ def test_every_kb_variable_is_a_real_setting() -> None:
     assert kb["KB_EMBEDDING_URL"] == "http://vllm-embed:8000/v1"
     assert kb["KB_CHROMA_URL"] == "http://chroma:8000"
     assert kb["KB_DATA_DIR"] == "/data" and "${KB_API_KEY:?" in kb["KB_API_KEY"]
+
+
+def test_the_milvus_profile_is_a_standalone_milvus_kb_can_switch_to() -> None:
+    milvus, kb = SERVICES["milvus"], env_of("kb")
+    assert milvus["command"] == ["milvus", "run", "standalone"]
+    assert set(milvus["depends_on"]) == {"milvus-etcd", "milvus-minio"}
+    assert all(r["condition"] == "service_healthy" for r in milvus["depends_on"].values())
+    assert env_of("milvus")["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
+    assert env_of("milvus")["MINIO_ADDRESS"] == "milvus-minio:9000"
+    assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])
+    # kb waits for Milvus only when the profile runs it, and stores there when told to.
+    assert SERVICES["kb"]["depends_on"]["milvus"] == {
+        "condition": "service_healthy", "required": False,
+    }
+    assert kb["KB_STORE"] == "${KB_STORE:-chroma}"
+    assert kb["KB_MILVUS_URI"] == "${KB_MILVUS_URI:-http://milvus:19530}"
+    assert Settings(store="milvus", milvus_uri="http://milvus:19530").store == "milvus"
+    example = (ROOT / ".env.example").read_text()
+    assert "# KB_STORE=milvus" in example and "# KB_MILVUS_URI=http://milvus:19530" in example
 
 
 def test_the_embedding_server_serves_the_model_kb_asks_for() -> None:

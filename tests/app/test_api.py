@@ -99,7 +99,7 @@ def test_api_key_is_required_when_set(tmp_path: Path) -> None:
 def test_health_ready_metrics_and_openapi(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"]["chroma"] == "ok"
+    assert ready.status_code == 200 and ready.json()["checks"]["store"] == "ok"
     upload(client, [("a.txt", b"Alpha beta gamma.")])
     metrics = client.get("/metrics").text
     assert 'kb_documents{status="indexed"} 1.0' in metrics
@@ -149,7 +149,7 @@ def test_chroma_server_down_is_a_503_with_the_reason(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=30)
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and "Chroma" in ready.json()["checks"]["chroma"]
+        assert ready.status_code == 503 and "Chroma" in ready.json()["checks"]["store"]
         found = client.post("/v1/search", json={"query": "anything"})
         assert found.status_code == 503
         assert f"Chroma server unreachable at {url}" in found.json()["detail"]

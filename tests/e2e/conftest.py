@@ -68,8 +68,9 @@ def start_stack(folder: Path, **kb_settings: str) -> Stack:
 
 @pytest.fixture(scope="module")
 def extractive_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """kb without an LLM (extractive answers) behind Open WebUI."""
-    stack = start_stack(tmp_path_factory.mktemp("extractive"))
+    """kb without an LLM (extractive answers) behind Open WebUI, storing in milvus-lite
+    (the other stacks use embedded Chroma), so the same tests run on both stores."""
+    stack = start_stack(tmp_path_factory.mktemp("extractive"), store="milvus")
     yield stack
     stack.stop()
 

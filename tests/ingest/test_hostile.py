@@ -14,7 +14,7 @@ import pytest
 from ingest.loaders import Limits
 from ingest.pipeline import Outcome, Source
 from ingest.workers import ParseBudget, ParserPool
-from tests.conftest import MakeKb, write
+from tests.conftest import MakeKb, embedded_only, write
 from tests.filegen import (
     make_deep_docx,
     make_docx_element_bomb,
@@ -59,7 +59,7 @@ def strict_pool() -> Iterator[ParserPool]:
     pool.close()
 
 
-@pytest.mark.parametrize("chroma_backend", ["embedded"], indirect=True)  # parsing, not storage
+@embedded_only  # parsing, not storage
 def test_hostile_files_fail_alone_while_others_upload_and_search(
     make_kb: MakeKb, strict_pool: ParserPool, tmp_path: Path
 ) -> None:

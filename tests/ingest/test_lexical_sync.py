@@ -1,4 +1,7 @@
-"""The lexical index follows the catalog exactly as the vectors do, through crashes and damage."""
+"""The lexical leg follows the catalog exactly as the vectors do, through crashes and damage.
+
+On the Chroma path it is a tantivy index of its own; on Milvus, the same rows.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from retrieval.embedders import Embedder
-from retrieval.store import ChromaBackend
+from retrieval.stores import StoreBackend
 from retrieval.types import Chunk
-from tests.conftest import MakeKb, write
+from tests.conftest import MakeKb, chroma_only, embedded_only, store_settings, write
 from tests.ingest.test_pipeline import OCEAN, PARIS, assert_consistent, src
 
 KB = Path(sys.executable).with_name("kb")
@@ -41,6 +42,7 @@ def test_add_replace_remove_keep_both_indexes_in_step(make_kb: MakeKb, tmp_path:
     assert kb.search("whales", 5, mode="lexical") == []
 
 
+@chroma_only
 def test_missing_lexical_index_is_rebuilt_at_start(make_kb: MakeKb, tmp_path: Path) -> None:
     kb = make_kb()
     kb.ingest([src(write(tmp_path / "a.txt", PARIS)), src(write(tmp_path / "o.txt", OCEAN))])
@@ -54,6 +56,7 @@ def test_missing_lexical_index_is_rebuilt_at_start(make_kb: MakeKb, tmp_path: Pa
     assert kb.search("Eiffel tower", 1, mode="lexical")[0].source == "a.txt"
 
 
+@chroma_only
 def test_corrupt_lexical_index_is_rebuilt_at_start(make_kb: MakeKb, tmp_path: Path) -> None:
     kb = make_kb()
     kb.ingest([src(write(tmp_path / "o.txt", OCEAN))])
@@ -65,6 +68,7 @@ def test_corrupt_lexical_index_is_rebuilt_at_start(make_kb: MakeKb, tmp_path: Pa
     assert kb.search("blue whales", 1, mode="lexical")[0].source == "o.txt"
 
 
+@chroma_only
 def test_crash_between_the_two_writes_is_recovered(
     make_kb: MakeKb, embedder: Embedder, tmp_path: Path
 ) -> None:
@@ -83,6 +87,7 @@ def test_crash_between_the_two_writes_is_recovered(
     assert kb.search("stray text", 5, mode="lexical") == []
 
 
+@chroma_only
 def test_stale_lexical_index_without_an_intent_is_rebuilt(make_kb: MakeKb, tmp_path: Path) -> None:
     kb = make_kb()
     kb.ingest([src(write(tmp_path / "a.txt", PARIS))])
@@ -93,6 +98,7 @@ def test_stale_lexical_index_without_an_intent_is_rebuilt(make_kb: MakeKb, tmp_p
     assert_consistent(kb)
 
 
+@chroma_only
 def test_reindex_builds_a_new_lexical_index_and_drops_the_old(
     make_kb: MakeKb, tmp_path: Path
 ) -> None:
@@ -106,7 +112,7 @@ def test_reindex_builds_a_new_lexical_index_and_drops_the_old(
     assert kb.search("whales", 1, mode="lexical")[0].source == "o.txt"
 
 
-@pytest.mark.parametrize("chroma_backend", ["embedded"], indirect=True)  # files on our disk
+@embedded_only  # files on our disk
 def test_a_dropped_collection_leaves_no_files(make_kb: MakeKb, tmp_path: Path) -> None:
     kb = make_kb()
     kb.ingest([src(write(tmp_path / f"o{i}.txt", OCEAN * 20 + str(i))) for i in range(30)])
@@ -125,15 +131,14 @@ def test_a_dropped_collection_leaves_no_files(make_kb: MakeKb, tmp_path: Path) -
 
 
 def test_kill_9_during_ingest_leaves_everything_consistent(
-    make_kb: MakeKb, chroma_backend: ChromaBackend, tmp_path: Path
+    make_kb: MakeKb, store_backend: StoreBackend, tmp_path: Path
 ) -> None:
     folder = tmp_path / "docs"
     for i in range(60):
         write(folder / f"d{i}.txt", f"Document {i} about topic {i % 7}. " + OCEAN)
     data = tmp_path / "data"
     env = {**os.environ, "KB_DATA_DIR": str(data), "KB_EMBED_BATCH_SIZE": "4"}
-    if chroma_backend.where != "embedded":
-        env["KB_CHROMA_URL"] = chroma_backend.where
+    env.update(store_settings(store_backend))
     process = subprocess.Popen([str(KB), "ingest", str(folder)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

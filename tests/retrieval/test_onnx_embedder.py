@@ -12,7 +12,7 @@ import pytest
 from ingest.pipeline import Source
 from retrieval.embedders import LocalEmbedder, onnx_model, resolve_local_model
 from retrieval.errors import ConfigurationError
-from tests.conftest import MakeKb
+from tests.conftest import MakeKb, chroma_only
 
 PASSAGES = [
     "Aspirin reduces the risk of heart attack in patients with coronary artery disease.",
@@ -84,6 +84,7 @@ def test_a_model_of_another_pooling_falls_back_to_pytorch(
     model.close()
 
 
+@chroma_only  # about the model, not the store
 def test_a_runtime_change_is_refused_until_reindex(
     make_kb: MakeKb, embedder: LocalEmbedder, torch_embedder: LocalEmbedder, tmp_path: Path
 ) -> None:

@@ -16,7 +16,7 @@ import pytest
 from ingest.pipeline import Source
 from retrieval.embedders import OpenAIEmbedder
 from retrieval.errors import ConfigurationError
-from tests.conftest import MakeKb, write
+from tests.conftest import MakeKb, chroma_only, write
 from tests.vllm_server import RecordingTransport, VllmServer
 
 pytestmark = pytest.mark.integration
@@ -67,6 +67,7 @@ def test_dimensions_gives_vectors_of_that_size(qwen3: VllmServer, dimensions: in
     remote.close()
 
 
+@chroma_only  # about the model, not the store
 def test_a_dimension_change_is_refused_until_reindex(
     qwen3: VllmServer, make_kb: MakeKb, tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from ingest.pipeline import Source
 from retrieval.embedders import Embedder, LocalEmbedder, OpenAIEmbedder
 from retrieval.errors import ConfigurationError, UpstreamUnavailable
-from tests.conftest import MakeKb, write
+from tests.conftest import MakeKb, embedded_only, write
 from tests.vllm_server import EMBED_MODEL, RecordingTransport, VllmServer
 
 pytestmark = pytest.mark.integration
@@ -57,8 +57,7 @@ def test_token_counting_through_the_server(vllm: VllmServer, embedder: LocalEmbe
     )
 
 
-# One Chroma backend is enough here: the store is not what these tests exercise.
-embedded_only = pytest.mark.parametrize("chroma_backend", ["embedded"], indirect=True)
+# One store is enough here: the store is not what these tests exercise.
 
 
 @embedded_only

@@ -12,7 +12,7 @@ from ingest.pipeline import Source
 from retrieval.errors import ConfigurationError
 from retrieval.rerank import VllmReranker, rerank
 from retrieval.types import Hit
-from tests.conftest import MakeKb, free_port, write
+from tests.conftest import MakeKb, chroma_only, free_port, write
 from tests.vllm_server import VllmServer
 
 DOCS = [
@@ -79,6 +79,7 @@ def test_scores_come_from_the_real_rerank_api(reranker_server: VllmServer) -> No
     wrong.close()
 
 
+@chroma_only  # about the model, not the store
 @pytest.mark.integration
 def test_knowledge_base_search_with_the_reranker(
     reranker_server: VllmServer, make_kb: MakeKb, tmp_path: Path

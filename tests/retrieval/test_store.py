@@ -1,4 +1,4 @@
-"""The Chroma store adapter on real embedded Chroma."""
+"""The stores on real embedded Chroma, a real Chroma server and milvus-lite."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from retrieval.errors import UpstreamUnavailable
-from retrieval.store import SHARED, ChromaBackend, ChromaStore
+from retrieval.stores import SHARED, StoreBackend
+from retrieval.stores.chroma import ChromaBackend, ChromaStore
+from retrieval.stores.milvus import MilvusBackend
 from retrieval.types import Chunk, Scope
-from tests.conftest import start_chroma
+from tests.conftest import start_chroma, start_milvus
 
 
 def unique(prefix: str) -> str:
     """A collection name no other test uses (the server is shared)."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def unit(rng: np.random.Generator, n: int, dim: int = 8) -> np.ndarray:
@@ -33,8 +35,11 @@ def chunks(doc: str, generation: int, n: int) -> list[Chunk]:
     ]
 
 
+DIM = 8
+
+
 def test_writes_are_split_into_chroma_sized_batches(chroma_backend: ChromaBackend) -> None:
-    store = chroma_backend.open(unique("kb-batch"))
+    store = chroma_backend.open(unique("kb_batch"))
     small = ChromaStore(store._collection, max_batch=7)  # forces several upserts
     rng = np.random.default_rng(0)
     small.add(chunks("a", 1, 30), unit(rng, 30))
@@ -42,8 +47,8 @@ def test_writes_are_split_into_chroma_sized_batches(chroma_backend: ChromaBacken
     assert small.inventory() == {("a", 1): 30}
 
 
-def test_query_scores_pages_and_generation_delete(chroma_backend: ChromaBackend) -> None:
-    store = chroma_backend.open(unique("kb-query"))
+def test_query_scores_pages_and_generation_delete(store_backend: StoreBackend) -> None:
+    store = store_backend.open(unique("kb_query"), DIM)
     rng = np.random.default_rng(1)
     vectors = unit(rng, 6)
     store.add(chunks("a", 1, 3) + chunks("a", 2, 3), vectors)
@@ -57,10 +62,24 @@ def test_query_scores_pages_and_generation_delete(chroma_backend: ChromaBackend)
     assert store.count() == 0
 
 
-def test_stored_returns_one_generation_with_its_vectors_in_pages(
+def test_stored_returns_one_generation_with_its_vectors(store_backend: StoreBackend) -> None:
+    store = store_backend.open(unique("kb_stored"), DIM)
+    rng = np.random.default_rng(3)
+    vectors = unit(rng, 35)
+    store.add(chunks("a", 1, 30) + chunks("a", 2, 5), vectors)
+    got = {c.chunk_index: (c, v) for cs, vs in store.stored("a", 1) for c, v in zip(cs, vs,
+                                                                                   strict=True)}
+    assert sorted(got) == list(range(30))
+    chunk, vector = got[3]
+    assert (chunk.document_id, chunk.generation, chunk.page, chunk.text) == ("a", 1, 3, "text 3")
+    assert np.allclose(vector, vectors[3], atol=1e-6)
+    assert list(store.stored("a", 9)) == []
+
+
+def test_chroma_reads_stored_chunks_in_pages_of_its_batch_size(
     chroma_backend: ChromaBackend,
 ) -> None:
-    store = chroma_backend.open(unique("kb-stored"))
+    store = chroma_backend.open(unique("kb_stored"))
     small = ChromaStore(store._collection, max_batch=7)
     rng = np.random.default_rng(3)
     vectors = unit(rng, 35)
@@ -78,7 +97,7 @@ def test_chunks_written_with_their_text_as_a_chroma_document_still_read(
     chroma_backend: ChromaBackend,
 ) -> None:
     """Stores written before the text moved into the metadata keep serving it."""
-    store = chroma_backend.open(unique("kb-older"))
+    store = chroma_backend.open(unique("kb_older"))
     rng = np.random.default_rng(4)
     vectors = unit(rng, 2)
     old, new = chunks("old", 1, 1)[0], chunks("new", 1, 1)[0]
@@ -94,43 +113,80 @@ def test_chunks_written_with_their_text_as_a_chroma_document_still_read(
     assert [c.text for c in stored] == ["older text"]
 
 
-def test_query_filters_by_scope(chroma_backend: ChromaBackend) -> None:
-    store = chroma_backend.open(unique("kb-owner"))
+ODD, ODD_OWNER = 'b"\\ ]', 'bo "quoted"'  # quotes, a backslash: must not break a filter
+
+
+@pytest.mark.parametrize("leg", ["dense", "lexical"])
+def test_both_legs_filter_by_scope(store_backend: StoreBackend, leg: str) -> None:
+    store = store_backend.open(unique("kb_owner"), DIM)
     rng = np.random.default_rng(2)
     vectors = unit(rng, 3)
-    docs = [Chunk("s", "s.txt", 0, "shared", 0, 6), Chunk("a", "a.txt", 0, "a", 0, 1, owner="al"),
-            Chunk("b", "b.txt", 0, "b", 0, 1, owner="bo")]
+    docs = [Chunk("s", "s.txt", 0, "shared word", 0, 6),
+            Chunk("a", "a.txt", 0, "al's word", 0, 1, owner="al"),
+            Chunk(ODD, "b.txt", 0, "bo's word", 0, 1, owner=ODD_OWNER)]
     store.add(docs, vectors)
     def found(scope: Scope | None) -> set[str]:
-        return {h.document_id for h in store.query(vectors[1], 3, scope)}
+        hits = (store.query(vectors[1], 3, scope) if leg == "dense"
+                else store.lexical_query("word", 3, scope))
+        return {h.document_id[0] for h in hits}
 
     assert found(Scope((SHARED, "al"))) == {"s", "a"}
     assert found(Scope((SHARED,))) == {"s"}
     assert found(None) == found(Scope()) == {"s", "a", "b"}
-    assert found(Scope((SHARED,), frozenset({"b"}))) == {"s", "b"}  # granted by name
-    assert found(Scope((), frozenset({"a", "b"}))) == {"a", "b"}  # named ones only
+    assert found(Scope((SHARED,), frozenset({ODD}))) == {"s", "b"}  # granted by name
+    assert found(Scope((), frozenset({"a", ODD}))) == {"a", "b"}  # named ones only
+    assert found(Scope((ODD_OWNER,))) == {"b"}
     assert found(Scope(())) == set()
 
 
-def test_collections_are_created_listed_and_dropped(chroma_backend: ChromaBackend) -> None:
-    one, two = unique("kb-one"), unique("kb-two")
-    chroma_backend.open(one)
-    chroma_backend.open(two)
-    assert {one, two} <= set(chroma_backend.names())
-    chroma_backend.drop(one)
-    chroma_backend.drop(unique("kb-missing"))
-    assert two in chroma_backend.names() and one not in chroma_backend.names()
-    chroma_backend.heartbeat()
+def test_collections_are_created_listed_and_dropped(store_backend: StoreBackend) -> None:
+    one, two = unique("kb_one"), unique("kb_two")
+    store_backend.open(one, DIM)
+    store_backend.open(two, DIM)
+    assert {one, two} <= set(store_backend.names())
+    store_backend.drop(one)
+    store_backend.drop(unique("kb_missing"))
+    assert two in store_backend.names() and one not in store_backend.names()
+    store_backend.heartbeat()
+
+
+def test_lexical_leg_ranks_english_and_chinese_by_analysed_terms(
+    store_backend: StoreBackend,
+) -> None:
+    store = store_backend.open(unique("kb_terms"), DIM)
+    texts = ["Searching indexes quickly", "The index was searched once", "全文检索系统",
+             "检查系统日志", "Unrelated words entirely"]
+    docs = [Chunk(f"d{i}", f"d{i}.txt", 0, t, 0, len(t)) for i, t in enumerate(texts)]
+    store.add(docs, unit(np.random.default_rng(5), len(docs)))
+    english = store.lexical_query("searches for an index", 5)
+    assert {h.document_id for h in english} == {"d0", "d1"}  # stemmed, stop words dropped
+    assert all(h.score > 0 for h in english)
+    chinese = store.lexical_query("检索", 5)
+    assert chinese[0].document_id == "d2" and chinese[0].text == "全文检索系统"
+    assert store.lexical_query("the of", 5) == [] and store.lexical_count() == 5
 
 
 def test_a_chroma_server_that_goes_away_is_a_clear_error(tmp_path: Path) -> None:
     process, url = start_chroma(tmp_path / "server")
     backend = ChromaBackend(url=url)
-    store = backend.open("kb-gone")
+    store = backend.open("kb_gone")
     process.terminate()
     process.wait(timeout=30)
     with pytest.raises(UpstreamUnavailable, match=f"Chroma server unreachable at {url}"):
         store.count()
     with pytest.raises(UpstreamUnavailable, match="is it running"):
         ChromaBackend(url=url)
+    backend.close()
+
+
+def test_a_milvus_server_that_goes_away_is_a_clear_error(tmp_path: Path) -> None:
+    process, url = start_milvus(tmp_path / "server")
+    backend = MilvusBackend(url, tokenizer="standard")  # milvus-lite serving over gRPC
+    store = backend.open("kb_gone", DIM)
+    process.terminate()
+    process.wait(timeout=30)
+    with pytest.raises(UpstreamUnavailable, match=f"Milvus unreachable at {url}"):
+        store.count()
+    with pytest.raises(UpstreamUnavailable, match="is it running"):
+        MilvusBackend(url).names()
     backend.close()

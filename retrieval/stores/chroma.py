@@ -1,74 +1,35 @@
-"""The vector store: chunks and their vectors in a Chroma collection.
+"""Chunks and their vectors in a Chroma collection (embedded, or a ``chroma run`` server).
 
-``VectorStore`` is the protocol the pipeline and search use; ``ChromaStore``
-adapts one Chroma collection to it. Chroma's own types stay in this module.
+``ChromaStore`` adapts one collection to the vector half of the store
+protocols (``stores.hybrid`` adds the lexical leg). Chroma's own types stay
+in this module.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import shutil
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
 
 from retrieval.errors import UpstreamUnavailable
+from retrieval.stores import SHARED, retrying
 from retrieval.types import Chunk, Hit, Scope
 
 
-class VectorStore(Protocol):
-    """Where chunk vectors live."""
-
-    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        """Write chunks with their vectors (upsert by chunk id)."""
-
-    def delete(self, document_id: str, generation: int | None = None) -> None:
-        """Remove a document's chunks: one generation, or all of them."""
-
-    def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
-        """Remove several (document, generation) chunk sets."""
-
-    def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
-        """The ``k`` nearest chunks in ``scope`` (everything when ``None``), best first."""
-
-    def count(self) -> int:
-        """Number of chunks stored."""
-
-    def stored(self, document_id: str, generation: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
-        """One document generation's chunks and their vectors, in pages."""
+def _disconnected(exc: Exception) -> bool:
+    return isinstance(exc, httpx.TransportError)
 
 
-SHARED = ""  # the owner stored on chunks of documents everyone may see
-RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts when a Chroma server drops out
-
-T = TypeVar("T")
-
-
-def _resilient(method: Callable[..., T]) -> Callable[..., T]:
-    """Retry an idempotent store call on connection errors, then raise UpstreamUnavailable."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                return method(self, *args, **kwargs)
-            except httpx.TransportError as exc:
-                if delay is None:
-                    raise UpstreamUnavailable(
-                        f"Chroma server unreachable at {self.where}: {exc}; is it running? "
-                        "(KB_CHROMA_URL)"
-                    ) from exc
-                time.sleep(delay)
-        raise AssertionError("unreachable")
-
-    return wrapper
+_resilient = retrying(
+    _disconnected, "Chroma server unreachable at {where}: {error}; is it running? (KB_CHROMA_URL)"
+)
 
 
 class ChromaStore:

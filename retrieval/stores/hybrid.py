@@ -1,4 +1,4 @@
-"""A collection's two indexes written as one: vectors in Chroma, terms in tantivy.
+"""The Chroma family's store: vectors in Chroma, terms in tantivy, written as one.
 
 ``HybridStore`` is the ``VectorStore`` the pipeline, the committers and
 recovery write through, so the lexical leg follows exactly the same
@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from retrieval.lexical import LexicalIndex, LexicalIndexDamaged
-from retrieval.store import ChromaBackend, ChromaStore
+from retrieval.stores import Store, StoreKind
+from retrieval.stores.chroma import ChromaBackend, ChromaStore
 from retrieval.types import Chunk, Hit, Scope
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,32 @@ class HybridStore:
         """One document generation's chunks and vectors (from the vector store)."""
         return self.vectors.stored(document_id, generation)
 
+    def chunks(self) -> Iterator[list[Chunk]]:
+        """Every stored chunk (from the vector store), a page at a time."""
+        return self.vectors.chunks()
+
     def inventory(self) -> Counter[tuple[str, int]]:
         """Chunks per (document, generation) in the vector store."""
         return self.vectors.inventory()
 
+    def lexical_count(self) -> int:
+        """Chunks in the lexical index."""
+        return self.lexical.count()
+
     def in_step(self) -> bool:
         """Whether the lexical index holds as many chunks as the vector store."""
         return self.lexical.count() == self.vectors.count()
+
+    def rebuild_lexical(self, progress: Callable[[int], None]) -> None:
+        """Refill the lexical index from the vector store's chunks."""
+
+        def pages() -> Iterator[list[Chunk]]:
+            for page in self.vectors.chunks():
+                yield page
+                progress(len(page))
+
+        with self._writing:
+            self.lexical.rebuild_from(pages())
 
     def close(self) -> None:
         """Release the lexical writer."""
@@ -85,9 +105,14 @@ class HybridBackend:
 
     def __init__(self, chroma: ChromaBackend, lexical_root: Path) -> None:
         self.chroma, self.lexical_root = chroma, lexical_root
+        self.kind: StoreKind = "chroma"
+        self.where = chroma.where
 
-    def open(self, name: str) -> HybridStore:
-        """Open (or create) both halves; a damaged lexical half is recreated empty."""
+    def open(self, name: str, dimension: int = 0) -> HybridStore:
+        """Open (or create) both halves; a damaged lexical half is recreated empty.
+
+        Chroma takes its dimension from the first vectors written.
+        """
         path = self.lexical_root / name
         try:
             lexical = LexicalIndex(path)
@@ -97,7 +122,7 @@ class HybridBackend:
             lexical = LexicalIndex(path)
         return HybridStore(self.chroma.open(name), lexical)
 
-    def drop(self, name: str, store: HybridStore | None = None) -> None:
+    def drop(self, name: str, store: Store | None = None) -> None:
         """Delete a collection and its lexical folder."""
         if store is not None:
             store.close()
@@ -111,3 +136,15 @@ class HybridBackend:
             for path in self.lexical_root.iterdir():
                 if path.name != keep:
                     LexicalIndex.destroy(path)
+
+    def names(self) -> list[str]:
+        """Names of the Chroma collections."""
+        return self.chroma.names()
+
+    def heartbeat(self) -> None:
+        """Raise UpstreamUnavailable when Chroma does not answer."""
+        self.chroma.heartbeat()
+
+    def close(self) -> None:
+        """Release the Chroma client."""
+        self.chroma.close()
