@@ -34,6 +34,8 @@ from retrieval.errors import UpstreamUnavailable
 from retrieval.stores import SHARED, Store, StoreKind, retrying
 from retrieval.types import Chunk, Hit, Scope
 
+log = logging.getLogger(__name__)
+
 MAX_VARCHAR = 65_535  # bytes, Milvus's longest VARCHAR
 PAGE = 1000  # rows per read; a server caps offset + limit at 16,384
 HNSW = {"M": 16, "efConstruction": 200}
@@ -262,13 +264,11 @@ class MilvusBackend:
     busy says so before milvus-lite's own lock does.
     """
 
-    def __init__(self, uri: str, token: str | None = None, tokenizer: str | None = None) -> None:
+    def __init__(self, uri: str, token: str | None = None) -> None:
         self.uri, self._token = uri, token
         self.kind: StoreKind = "milvus"
         self.lite = "://" not in uri
         self.where = "milvus-lite" if self.lite else uri
-        # A server splits our terms on whitespace; milvus-lite has only \w+ (see the module).
-        self.tokenizer = tokenizer or ("standard" if self.lite else "whitespace")
         self._client: Any = None
 
     @property
@@ -303,13 +303,31 @@ class MilvusBackend:
         return MilvusStore(self.client, name, self.where, flush_after)
 
     def _create(self, name: str, dimension: int) -> None:
+        """Create the collection; a server splits our terms on whitespace, milvus-lite (which
+        has no such tokenizer) with its ``\\w+`` one: the same terms (see the module)."""
+        from pymilvus.exceptions import MilvusException
+
+        if self.lite:
+            self._create_with(name, dimension, "standard")
+            return
+        try:
+            self._create_with(name, dimension, "whitespace")
+        except MilvusException as exc:
+            if "tokenizer" not in str(exc):
+                raise
+            log.warning("Milvus at %s has no whitespace tokenizer (%s): keyword search uses "
+                        "its standard one, which on Milvus before 2.6 cuts Chinese words into "
+                        "characters; upgrade Milvus for full quality", self.where, exc)
+            self._create_with(name, dimension, "standard")
+
+    def _create_with(self, name: str, dimension: int, tokenizer: str) -> None:
         from pymilvus import DataType, Function, FunctionType
 
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_VARCHAR)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
         schema.add_field("terms", DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True,
-                         analyzer_params={"tokenizer": self.tokenizer})
+                         analyzer_params={"tokenizer": tokenizer})
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_VARCHAR)
         schema.add_field("generation", DataType.INT64)

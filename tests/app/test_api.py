@@ -153,3 +153,19 @@ def test_chroma_server_down_is_a_503_with_the_reason(tmp_path: Path) -> None:
         found = client.post("/v1/search", json={"query": "anything"})
         assert found.status_code == 503
         assert f"Chroma server unreachable at {url}" in found.json()["detail"]
+
+
+def test_milvus_server_down_is_a_503_with_the_reason(tmp_path: Path) -> None:
+    from tests.conftest import start_milvus
+
+    process, url = start_milvus(tmp_path / "milvus")
+    settings = Settings(data_dir=tmp_path / "data", store="milvus", milvus_uri=url)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        process.terminate()
+        process.wait(timeout=30)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "Milvus" in ready.json()["checks"]["store"]
+        found = client.post("/v1/search", json={"query": "anything"})
+        assert found.status_code == 503
+        assert f"Milvus unreachable at {url}" in found.json()["detail"]

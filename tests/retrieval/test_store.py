@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -179,10 +180,16 @@ def test_a_chroma_server_that_goes_away_is_a_clear_error(tmp_path: Path) -> None
     backend.close()
 
 
-def test_a_milvus_server_that_goes_away_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_milvus_server_that_goes_away_is_a_clear_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     process, url = start_milvus(tmp_path / "server")
-    backend = MilvusBackend(url, tokenizer="standard")  # milvus-lite serving over gRPC
-    store = backend.open("kb_gone", DIM)
+    backend = MilvusBackend(url)  # milvus-lite serving over gRPC, as a Milvus server
+    with caplog.at_level(logging.WARNING, logger="retrieval.stores.milvus"):
+        store = backend.open("kb_gone", DIM)
+    assert "no whitespace tokenizer" in caplog.text  # it has only \w+, as Milvus < 2.6
+    store.add(chunks("a", 1, 2), unit(np.random.default_rng(6), 2))
+    assert store.lexical_query("text", 2)[0].document_id == "a"
     process.terminate()
     process.wait(timeout=30)
     with pytest.raises(UpstreamUnavailable, match=f"Milvus unreachable at {url}"):
