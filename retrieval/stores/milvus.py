@@ -47,9 +47,13 @@ LITE_UNFLUSHED_ROWS = 0
 
 
 def _quiet_milvus_logs() -> None:
-    """pymilvus logs every failed call with a traceback on its own handler; kb reports
-    errors itself, so only its messages reach the user."""
-    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer", "milvus_lite"):
+    """pymilvus logs every failed call with a traceback on its own handler, and
+    milvus-lite's in-process gRPC server logs the calls it does not implement (pymilvus
+    asks for a timestamp while creating an index, then carries on); kb reports errors
+    itself, so only its messages reach the user."""
+    quiet = ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer", "milvus_lite",
+             "grpc._server")
+    for name in quiet:
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
