@@ -236,6 +236,27 @@ def test_library_log_lines_stay_out_of_the_cli(tmp_path: Path, data_dir: Path) -
     assert "failed: cut.pdf: damaged PDF" in done.stdout
 
 
+def test_on_milvus_the_cli_shows_kbs_messages_only(tmp_path: Path, data_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    kb = Path(sys.executable).with_name("kb")  # a real process: pytest's log capture is not on
+    env = {**os.environ, "KB_DATA_DIR": str(data_dir), "KB_STORE": "milvus"}
+    note = write(tmp_path / "docs" / "whales.txt", "Blue whales are the largest animals.")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(kb), *args], capture_output=True, text=True, env=env,
+                              check=False)
+
+    ingested, found = run("ingest", str(note.parent)), run("search", "largest whales", "--json")
+    assert ingested.returncode == found.returncode == 0, ingested.stderr + found.stderr
+    assert (data_dir / "milvus.db").is_dir() and not (data_dir / "chroma").exists()
+    assert json.loads(found.stdout)["results"][0]["source"] == "whales.txt"
+    for err in (ingested.stderr, found.stderr):
+        assert "Traceback" not in err and "ERROR" not in err and "WARNING" not in err, err
+
+
 @pytest.mark.slow
 def test_ctrl_c_rolls_back_and_exits_130_without_an_abort(tmp_path: Path, data_dir: Path) -> None:
     import os
