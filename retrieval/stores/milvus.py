@@ -99,10 +99,13 @@ class MilvusStore:
         """Delete by filter: a document's chunks, one generation or all."""
         self._client.delete(self.name, filter=_generation_filter(document_id, generation))
 
+    @_resilient
     def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
-        """Delete each (document, generation)."""
-        for document_id, generation in generations:
-            self.delete(document_id, generation)
+        """Delete several (document, generation) chunk sets, a hundred to a call."""
+        for start in range(0, len(generations), 100):
+            part = generations[start : start + 100]
+            where = " or ".join(f"({_generation_filter(d, g)})" for d, g in part)
+            self._client.delete(self.name, filter=where)
 
     @_resilient
     def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:

@@ -63,6 +63,15 @@ def test_query_scores_pages_and_generation_delete(store_backend: StoreBackend) -
     assert store.count() == 0
 
 
+def test_delete_many_removes_exactly_those_generations(store_backend: StoreBackend) -> None:
+    store = store_backend.open(unique("kb_many"), DIM)
+    batch = chunks("a", 1, 2) + chunks("a", 2, 3) + chunks(ODD, 1, 2) + chunks("c", 1, 1)
+    store.add(batch, unit(np.random.default_rng(7), len(batch)))
+    store.delete_many([("a", 1), (ODD, 1), ("gone", 4)])
+    assert store.inventory() == {("a", 2): 3, ("c", 1): 1}
+    assert store.lexical_query("text", 10) and store.lexical_count() == 4
+
+
 def test_stored_returns_one_generation_with_its_vectors(store_backend: StoreBackend) -> None:
     store = store_backend.open(unique("kb_stored"), DIM)
     rng = np.random.default_rng(3)
