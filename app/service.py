@@ -73,9 +73,7 @@ class KnowledgeBase:
         self.closing = threading.Event()  # set on shutdown: running work cancels itself
         self.store = self._active_store()
         self.recover()
-        # The catalog lists chunks the store does not have: a wiped server, or KB_CHROMA_URL
-        # or KB_MILVUS_URI pointing elsewhere. Searching would find nothing, silently.
-        self._store_lost = bool(self.catalog.counts().get("chunks")) and not self.store.count()
+        self._unusable = self._refusal()  # decided once: only a re-index changes it
 
     def shutdown(self) -> None:
         """Cancel running ingests (they roll back what is in flight); used before ``close``."""
@@ -151,28 +149,29 @@ class KnowledgeBase:
                   disable=None) as bar:
             self.store.rebuild_lexical(bar.update)
 
-    def check_embedding(self) -> None:
-        """Refuse to mix vectors of two models in one collection, or to search a store
-        the index is not in (after a change of KB_STORE)."""
-        stored = self.catalog.get_meta("embedding")
+    def check_index(self) -> None:
+        """Refuse to search or write an index that cannot be used as it stands."""
+        if self._unusable:
+            raise ConfigurationError(self._unusable)
+
+    def _refusal(self) -> str | None:
+        """Why the index cannot be used until `kb reindex` (``None``: it can be): vectors of
+        another model, a store the index is not in, or a store without the catalog's chunks."""
+        stored, kind = self.catalog.get_meta("embedding"), self._stored_kind()
         if stored != self.embedding_id:
-            raise ConfigurationError(
-                f"the index was built with embedding model {stored} but the service now uses "
-                f"{self.embedding_id}; run `kb reindex` to re-embed every document"
-            )
-        kind = self._stored_kind()
+            return (f"the index was built with embedding model {stored} but the service now "
+                    f"uses {self.embedding_id}; run `kb reindex` to re-embed every document")
         if kind != self.backend.kind:
-            raise ConfigurationError(
-                f"the index is stored in {kind} but KB_STORE is now {self.backend.kind}; run "
-                f"`kb reindex` to rebuild it there from the kept originals, or set KB_STORE={kind}"
-            )
-        if self._store_lost:
-            raise ConfigurationError(
-                f"the catalog lists {self.catalog.counts()['chunks']} chunks but collection "
-                f"{self.store.name} at {self.backend.where} holds none (a new or wiped server?); "
-                "point kb at the store that has them, or run `kb reindex` to rebuild it from the "
-                "kept originals"
-            )
+            return (f"the index is stored in {kind} but KB_STORE is now {self.backend.kind}; run "
+                    f"`kb reindex` to rebuild it there from the kept originals, or set "
+                    f"KB_STORE={kind}")
+        chunks = self.catalog.counts().get("chunks", 0)
+        if chunks and not self.store.count():  # a wiped server, or a URL pointing elsewhere
+            return (f"the catalog lists {chunks} chunks but collection {self.store.name} at "
+                    f"{self.backend.where} holds none (a new or wiped server?); point kb at the "
+                    "store that has them, or run `kb reindex` to rebuild it from the kept "
+                    "originals")
+        return None
 
     # -- operations ----------------------------------------------------------
 
@@ -193,7 +192,7 @@ class KnowledgeBase:
     ) -> tuple[list[Outcome], dict[str, list[str]]]:
         """Run the pipeline beside other uploads (a re-index waits): the outcomes, and
         the text of each parsed document when ``keep_text``."""
-        self.check_embedding()
+        self.check_index()
         cancelled = self._cancelled(cancel)
         with self.gate.shared(cancelled):
             pipeline = self._pipeline(self.store, CatalogCommitter(self.catalog, self.store))
@@ -255,7 +254,7 @@ class KnowledgeBase:
         sees the shared documents alone. ``only``: search just these documents
         (what a chat picked; each must still be visible or granted).
         """
-        self.check_embedding()
+        self.check_index()
         granted = frozenset(granted) | frozenset(only or ())
         if only is not None:
             scope: Scope | None = Scope((), frozenset(only))
@@ -359,7 +358,7 @@ class KnowledgeBase:
             old = self.store
             self.catalog.switch_collection(name, committer.docs)
             self._record_build()
-            self._store_lost = False
+            self._unusable = None
             self.store = store
             self.backend.drop(old.name, old)
             return outcomes
