@@ -191,6 +191,6 @@ def test_the_image_install_works_from_only_what_the_dockerfile_copies(tmp_path: 
         [str(env_dir / "bin" / "kb"), "prepare"], capture_output=True, text=True, check=True,
         cwd=tmp_path, env={**os.environ, "KB_MODEL_CACHE": str(tmp_path / "models")},
     )
-    assert prepared.stdout.strip() == "ready: all-MiniLM-L6-v2+onnx-int8:384"
+    assert prepared.stdout.strip() == "ready: all-MiniLM-L6-v2+onnx-int8-v2:384"
     assert prepared.stderr == ""
     assert len(list((tmp_path / "models").glob("*/model.onnx"))) == 1

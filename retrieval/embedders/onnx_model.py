@@ -8,9 +8,14 @@ Later starts load the cached file without importing torch. A changed model
 folder (a new checksum) gets a new export; a damaged cache file is exported
 again. Nothing is downloaded.
 
-The feed-forward output projections of the first and last layers stay in
-float: their inputs have the widest range, and quantising them cost the most
-accuracy (benchmarks/onnx_embedder.py measures the result).
+Three matrix products stay in float: the first layer's attention output and
+the feed-forward outputs of the first and third layers. Quantising each of
+the 36 alone and measuring the vectors' error put these three first for
+MiniLM; they hold an eighth of the model's multiply-adds. Inputs of at most
+``SHORT_TOKENS`` tokens (a title, a heading, most queries) run on the float
+graph, kept beside the int8 one: with few tokens each weighs much in the mean,
+so quantisation errs most there, and those inputs cost next to nothing
+(benchmarks/README.md, "ingest_throughput", measures speed and cosine).
 """
 
 from __future__ import annotations
@@ -29,9 +34,19 @@ from typing import Any
 
 import numpy as np
 
-RUNTIME = "onnx-int8"  # part of the embedding id: vectors from it are never mixed with torch's
-EXPORT_VERSION = 1  # bump when the export or quantisation changes
+EXPORT_VERSION = 2  # bump when the export or quantisation changes
+# Part of the embedding id, with the recipe's version: vectors of one export are never
+# mixed with torch's or with another recipe's.
+RUNTIME = f"onnx-int8-v{EXPORT_VERSION}"
 MIN_COSINE = 0.98  # an export farther than this from torch on the probe texts is refused
+FLOAT_FILE = "float.onnx"  # the unquantised graph, kept beside model.onnx
+SHORT_TOKENS = 16  # inputs this short (special tokens included) run on the float graph
+# The products kept in float, by the end of their node names (see the module's docstring).
+KEPT_IN_FLOAT = (
+    "/layer.0/attention/output/dense/MatMul",
+    "/layer.0/output/dense/MatMul",
+    "/layer.2/output/dense/MatMul",
+)
 SOURCE_FILES = (
     "config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json",
     "modules.json", "sentence_bert_config.json", "1_Pooling/config.json",
@@ -69,7 +84,7 @@ def max_tokens(model: Path) -> int:
 def cached_export(model: Path, cache: Path, name: str) -> Path:
     """The int8 ONNX file for ``model``, exported into ``cache`` when missing or damaged."""
     digest = _digest(model)
-    folder = cache / f"{_safe(name)}-{RUNTIME}-v{EXPORT_VERSION}-{digest[:16]}"
+    folder = cache / f"{_safe(name)}-{RUNTIME}-{digest[:16]}"
     if _intact(folder, digest):
         return folder / "model.onnx"
     cache.mkdir(parents=True, exist_ok=True)
@@ -95,42 +110,62 @@ def cached_export(model: Path, cache: Path, name: str) -> Path:
 
 
 class OnnxEncoder:
-    """Tokenise with the model's fast tokenizer and run the graph; unit vectors out."""
+    """Tokenise with the model's fast tokenizer and run the graphs; unit vectors out.
 
-    def __init__(self, onnx_file: Path, model: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+    ``onnx_file`` is the int8 graph; the float graph beside it (``float.onnx``) runs the
+    inputs of at most ``short_tokens`` tokens, batched apart from the others.
+    """
+
+    def __init__(self, onnx_file: Path, model: Path, threads: int | None = None,
+                 short_tokens: int = SHORT_TOKENS) -> None:
         from tokenizers import Tokenizer
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.log_severity_level = 3  # errors only: its optimiser notes are not for users
-        # Idle pool threads must not spin: parser workers need those cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(
-            str(onnx_file), options, providers=["CPUExecutionProvider"]
-        )
+        threads = threads or os.cpu_count() or 1
+        self._int8 = _session(onnx_file, threads)
+        self._float = _session(onnx_file.with_name(FLOAT_FILE), threads)
+        self._short_tokens = short_tokens
         self._tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_tokens(model))
-        self._tokenizer.enable_padding()
+        self._tokenizer.no_padding()  # each batch is padded to its own longest input
 
     def __call__(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         """Vectors for ``texts`` in their order, run in length-sorted batches."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        parts = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        encoded = self._tokenizer.encode_batch(list(texts))
+        sizes = [len(e.ids) for e in encoded]
+        order = sorted(range(len(texts)), key=lambda i: -sizes[i])
+        long = [i for i in order if sizes[i] > self._short_tokens]
         vectors: np.ndarray | None = None
-        for part in parts:
-            out = self._run([texts[i] for i in part])
-            if vectors is None:
-                vectors = np.empty((len(texts), out.shape[1]), dtype=np.float32)
-            vectors[part] = out
+        for group, session in ((long, self._int8), (order[len(long):], self._float)):
+            for first in range(0, len(group), batch_size):
+                part = group[first : first + batch_size]
+                out = _run(session, [encoded[i].ids for i in part])
+                if vectors is None:
+                    vectors = np.empty((len(texts), out.shape[1]), dtype=np.float32)
+                vectors[part] = out
         return vectors if vectors is not None else np.empty((0, 0), dtype=np.float32)
 
-    def _run(self, texts: list[str]) -> np.ndarray:
-        encoded = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encoded], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        return np.asarray(self._session.run(None, feeds)[0], dtype=np.float32)
+
+def _run(session: Any, inputs: list[list[int]]) -> np.ndarray:
+    """One batch through ``session``, padded to its longest input (masked, so the pad id
+    does not matter)."""
+    ids = np.zeros((len(inputs), max(map(len, inputs))), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, tokens in enumerate(inputs):
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+
+
+def _session(onnx_file: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: its optimiser notes are not for users
+    # Idle pool threads must not spin: parser workers need those cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
 
 
 def _export(model: Path, target: Path) -> None:
@@ -149,7 +184,7 @@ def _export(model: Path, target: Path) -> None:
             str(model), local_files_only=True, attn_implementation="eager"
         ).eval()
         pooled = _pooled(network)
-        float_file = target.with_name("float.onnx")
+        float_file = target.with_name(FLOAT_FILE)
         ids = torch.randint(1000, 2000, (3, 12))
         mask = torch.ones_like(ids)
         mask[1, 7:] = mask[2, 3:] = 0  # padding in the example, so masking is traced
@@ -161,28 +196,32 @@ def _export(model: Path, target: Path) -> None:
             dynamic_axes={**{n: {v: k for k, v in axes.items()} for n in names},
                           "embedding": {0: "batch"}},
         )
-        kept = _kept_in_float(float_file, int(network.config.num_hidden_layers))
+        kept = _kept_in_float(float_file)
         quantize_dynamic(
             str(float_file), str(target), weight_type=QuantType.QInt8, per_channel=True,
             op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
             extra_options={"MatMulConstBOnly": True},
         )
-        float_file.unlink()
         expected = _torch_vectors(network, model, list(PROBES))
-    got = OnnxEncoder(target, model, threads=1)(list(PROBES), batch_size=len(PROBES))
+    # Both graphs are checked: the int8 one on every probe, then as the encoder runs.
+    got = np.concatenate([
+        OnnxEncoder(target, model, threads=1, short_tokens=limit)(list(PROBES), len(PROBES))
+        for limit in (0, SHORT_TOKENS)
+    ])
+    expected = np.concatenate([expected, expected])
     cosine = float(np.min(np.sum(got * expected, axis=1)))
     if cosine < MIN_COSINE:
         raise ExportFailed(f"the ONNX export differs from torch (cosine {cosine:.3f})")
 
 
-def _kept_in_float(graph_file: Path, layers: int) -> list[str]:
-    """Names of the first and last layers' feed-forward output products in the graph."""
+def _kept_in_float(graph_file: Path) -> list[str]:
+    """Names of the graph's products that stay in float (``KEPT_IN_FLOAT``)."""
     import onnx
 
-    ends = tuple(f"layer.{i}/output/dense/MatMul" for i in (0, layers - 1))
-    kept = [n.name for n in onnx.load(str(graph_file)).graph.node if n.name.endswith(ends)]
-    if len(kept) != 2:
-        raise ExportFailed(f"unexpected graph: found {kept} for the layers kept in float")
+    nodes = onnx.load(str(graph_file)).graph.node
+    kept = [n.name for n in nodes if n.name.endswith(KEPT_IN_FLOAT)]
+    if len(kept) != len(KEPT_IN_FLOAT):
+        raise ExportFailed(f"unexpected graph: found {kept} for the products kept in float")
     return kept
 
 
@@ -252,7 +291,8 @@ def _file_sha(path: Path) -> str:
 
 def _write_manifest(folder: Path, source: str) -> None:
     manifest = {"runtime": RUNTIME, "export_version": EXPORT_VERSION, "source_sha256": source,
-                "onnx_sha256": _file_sha(folder / "model.onnx")}
+                "onnx_sha256": _file_sha(folder / "model.onnx"),
+                "float_sha256": _file_sha(folder / FLOAT_FILE)}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
@@ -261,7 +301,8 @@ def _intact(folder: Path, source: str) -> bool:
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         return bool(manifest["source_sha256"] == source
-                    and manifest["onnx_sha256"] == _file_sha(folder / "model.onnx"))
+                    and manifest["onnx_sha256"] == _file_sha(folder / "model.onnx")
+                    and manifest["float_sha256"] == _file_sha(folder / FLOAT_FILE))
     except (OSError, ValueError, KeyError):
         return False
 
