@@ -104,20 +104,22 @@ def pipeline_in_process(files: list[Path], texts: list[str], data_dir: Path) -> 
         kb.close()
 
 
-def raw_torch_same_chunks(model: Any, chunks: list[str], onnx: Any) -> tuple[float, Any]:
-    """Seconds for sentence-transformers (PyTorch) ``encode`` of the pipeline's chunks, and
-    the cosine of its vectors with the pipeline's for the first ``COSINE_CHUNKS``."""
-    import numpy as np
-
+def raw_torch_same_chunks(model: Any, chunks: list[str]) -> tuple[float, Any]:
+    """Seconds for sentence-transformers (PyTorch) ``encode`` of the pipeline's chunks,
+    and its vectors."""
     start = time.perf_counter()
     vectors = model.encode(chunks, batch_size=RAW_BATCH, normalize_embeddings=True,
                            show_progress_bar=False)
-    seconds = time.perf_counter() - start
-    if not len(onnx):
-        return seconds, {}
-    cosine = np.sum(np.asarray(vectors[: len(onnx)]) * onnx, axis=1)
-    return seconds, {"chunks": len(onnx), "min": round(float(cosine.min()), 4),
-                     "mean": round(float(cosine.mean()), 5)}
+    return time.perf_counter() - start, vectors
+
+
+def cosine_to(reference: Any, onnx: Any) -> dict[str, Any]:
+    """Min and mean cosine of the pipeline's vectors with PyTorch's, row by row."""
+    import numpy as np
+
+    cosine = np.sum(np.asarray(reference[: len(onnx)]) * onnx, axis=1)
+    return {"chunks": len(onnx), "min": round(float(cosine.min()), 4),
+            "mean": round(float(cosine.mean()), 5)}
 
 
 def pipeline_cli(folder: Path, data_dir: Path) -> float:
@@ -138,12 +140,13 @@ def one_round(
 ) -> dict[str, Any]:
     """All measurements, in the bias-avoiding order, as rates and ratios."""
     whole_s = raw_whole_texts(model, texts)
-    before_s, _ = raw_torch_same_chunks(model, chunk_texts, [])
+    before_s, _ = raw_torch_same_chunks(model, chunk_texts)
     inproc = pipeline_in_process(files, texts, work / "inprocess")
     cli_s = pipeline_cli(files[0].parent, work / "cli")
     if inproc["chunk_texts"] != chunk_texts:
         raise SystemExit("the pipeline made different chunks than in the first ingest")
-    after_s, cosine = raw_torch_same_chunks(model, chunk_texts, inproc["onnx_vectors"])
+    after_s, reference = raw_torch_same_chunks(model, chunk_texts)
+    cosine = cosine_to(reference, inproc["onnx_vectors"])
     torch_s = (before_s + after_s) / 2
     docs, chunks, same_s = len(files), inproc["chunks"], inproc["same_chunks_s"]
     pipeline, cli = common.rate(docs, inproc["inprocess_s"]), common.rate(docs, cli_s)
