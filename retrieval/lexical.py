@@ -7,7 +7,9 @@ BM25. Each chunk keeps what a hit needs (source, page, text) so a lexical hit
 costs no trip to the vector store. Writes become visible, and durable, at
 ``commit``; the write protocol in ``ingest.catalog`` commits before the
 catalog names a generation current, and deletes by (document, generation)
-exactly as it does in the vector store.
+exactly as it does in the vector store. Each chunk is also indexed with
+its neighbours' terms (``retrieval.context``); the neighbours it needs are
+looked up among the committed chunks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import tantivy
 
 from retrieval.analysis import analyze
+from retrieval.context import CONTEXT_WEIGHT, stored_neighbours, with_context
 from retrieval.errors import KbError
 from retrieval.types import Chunk, Hit, Scope
 
@@ -40,6 +43,7 @@ def _schema() -> tantivy.Schema:
                                tokenizer_name="raw", index_option="basic")
     # Terms never contain whitespace (see ``analyze``), so joined by spaces they split back.
     builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+    builder.add_text_field("context", tokenizer_name="whitespace", index_option="freq")
     builder.add_bytes_field("payload", stored=True)
     return builder.build()
 
@@ -69,12 +73,26 @@ class LexicalIndex:
             self._writer.wait_merging_threads()
 
     def add(self, chunks: Sequence[Chunk]) -> None:
-        """Index chunks, replacing any with the same id; visible after ``commit``."""
-        docs = [_document(c) for c in chunks]
+        """Index chunks, replacing any with the same id; visible after ``commit``.
+
+        Committed chunks beside them are indexed again with their new
+        neighbours (see ``retrieval.context``).
+        """
+        entries = with_context(chunks, self._stored(stored_neighbours(chunks)))
+        docs = [(chunk.id, _document(chunk, own, context)) for chunk, own, context in entries]
         with self._lock:
-            for chunk, doc in zip(chunks, docs, strict=True):
-                self._writer.delete_documents_by_term("chunk_id", chunk.id)
+            for chunk_id, doc in docs:
+                self._writer.delete_documents_by_term("chunk_id", chunk_id)
                 self._writer.add_document(doc)
+
+    def _stored(self, chunk_ids: list[str]) -> list[Chunk]:
+        """The committed chunks among these ids."""
+        if not chunk_ids:
+            return []
+        searcher = self._index.searcher()
+        query = tantivy.Query.term_set_query(self._schema, "chunk_id", chunk_ids)
+        found = searcher.search(query, len(chunk_ids)).hits
+        return [_chunk(_payload(searcher.doc(address))) for _, address in found]
 
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Remove a document's chunks (one generation, or all) and commit."""
@@ -107,9 +125,12 @@ class LexicalIndex:
         terms = analyze(text)
         if not terms or k <= 0 or (scope is not None and scope.nothing):
             return []
+        weights = (("terms", 1.0 - CONTEXT_WEIGHT), ("context", CONTEXT_WEIGHT))
         match = tantivy.Query.boolean_query([
-            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "terms", t))
+            (tantivy.Occur.Should, tantivy.Query.boost_query(
+                tantivy.Query.term_query(self._schema, field, t), weight))
             for t in terms  # a repeated query term weighs more, as a repeated word does
+            for field, weight in weights
         ])
         if scope is not None and scope.owners is not None:
             match = tantivy.Query.boolean_query([
@@ -147,22 +168,25 @@ class LexicalIndex:
             self._writer.delete_all_documents()
         for page in chunks:
             self.add(page)
+            self.commit()  # the next page's neighbours are looked up among committed chunks
             written += len(page)
         self.commit()
         return written
 
 
-def _document(chunk: Chunk) -> tantivy.Document:
+def _document(chunk: Chunk, terms: list[str], context: list[str]) -> tantivy.Document:
     doc = tantivy.Document()
     doc.add_text("chunk_id", chunk.id)
     doc.add_text("document_id", chunk.document_id)
     doc.add_text("doc_gen", f"{chunk.document_id}:{chunk.generation}")
     doc.add_text("owner", _owner_term(chunk.owner or ""))
-    doc.add_text("terms", " ".join(analyze(chunk.indexed_text)))
+    doc.add_text("terms", " ".join(terms))
+    doc.add_text("context", " ".join(context))
     payload = {
         "document_id": chunk.document_id, "source": chunk.source, "page": chunk.page,
         "section": chunk.section, "chunk_index": chunk.chunk_index,
         "generation": chunk.generation, "text": chunk.text, "ocr": chunk.ocr,
+        "owner": chunk.owner, "title": chunk.title, "start": chunk.start, "end": chunk.end,
     }
     doc.add_bytes("payload", json.dumps(payload, ensure_ascii=False).encode())
     return doc
@@ -175,6 +199,15 @@ def _owner_term(owner: str) -> str:
 
 def _payload(doc: tantivy.Document) -> dict[str, Any]:
     return dict(json.loads(bytes(doc.get_first("payload") or b"{}")))
+
+
+def _chunk(p: dict[str, Any]) -> Chunk:
+    return Chunk(
+        document_id=p["document_id"], source=p["source"], chunk_index=int(p["chunk_index"]),
+        text=p["text"], start=int(p["start"]), end=int(p["end"]), page=p["page"],
+        section=p["section"], generation=int(p["generation"]), owner=p["owner"],
+        title=p["title"], ocr=bool(p["ocr"]),
+    )
 
 
 def _hit(doc: tantivy.Document, score: float) -> Hit:

@@ -84,3 +84,48 @@ def test_a_damaged_folder_is_reported(tmp_path: Path) -> None:
     (folder / "meta.json").write_text("{not json")
     with pytest.raises(LexicalIndexDamaged, match="cannot be opened"):
         LexicalIndex(folder)
+
+
+WORDS = ["apple", "birch", "cedar", "dahlia", "elm", "fern", "ginkgo"]
+
+
+def neighbourhoods(index: LexicalIndex) -> dict[str, list[int]]:
+    """For each word, the chunks of document "d" that a query for it finds."""
+    return {w: sorted(h.chunk_index for h in index.query(w, 20)) for w in WORDS}
+
+
+def test_a_chunk_is_also_found_by_its_neighbours_words(tmp_path: Path) -> None:
+    index = LexicalIndex(tmp_path / "lex")
+    index.add([chunk("d", f"{word} notes", i) for i, word in enumerate(WORDS)]
+              + [chunk("other", "apple alone")])
+    index.commit()
+    # Each word's own chunk and the two either side of it, within document "d".
+    hits = index.query("dahlia", 20)
+    assert [h.chunk_index for h in hits][0] == 3  # its own chunk first
+    assert neighbourhoods(index)["dahlia"] == [1, 2, 3, 4, 5]
+    assert neighbourhoods(index)["apple"] == [0, 0, 1, 2]  # "other" is chunk 0 too
+    # Where both words sit in one window, that window's chunks beat a chunk with one.
+    ranked = [(h.document_id, h.chunk_index) for h in index.query("apple birch", 20)]
+    assert set(ranked[:2]) == {("d", 0), ("d", 1)} and ("other", 0) in ranked[2:]
+
+
+@pytest.mark.parametrize("batches", ["one by one", "backwards", "rebuilt in pages of 3"])
+def test_what_is_indexed_does_not_depend_on_how_chunks_were_batched(
+    tmp_path: Path, batches: str
+) -> None:
+    chunks = [chunk("d", f"{word} notes", i, owner="alice") for i, word in enumerate(WORDS)]
+    whole = LexicalIndex(tmp_path / "whole")
+    whole.add(chunks)
+    whole.commit()
+    index = LexicalIndex(tmp_path / "batched")
+    if batches == "rebuilt in pages of 3":
+        index.rebuild_from(chunks[i : i + 3] for i in range(0, len(chunks), 3))
+    else:
+        for c in chunks if batches == "one by one" else chunks[::-1]:
+            index.add([c])
+            index.commit()
+    assert index.count() == len(chunks)
+    assert neighbourhoods(index) == neighbourhoods(whole)
+    # Chunks written again for their new neighbours kept their owner.
+    assert len(index.query("notes", 20, Scope(("alice",)))) == len(chunks)
+    assert index.query("notes", 20, Scope(("bob",))) == []

@@ -1,0 +1,71 @@
+"""A chunk's neighbourhood, for the lexical leg.
+
+The words that make a chunk relevant are often spread over the chunks
+beside it: a claim matches an abstract as a whole, not the half of it that
+one chunk holds. So the lexical leg scores a chunk on two fields: its own
+terms, and the terms of the ``NEIGHBOURS`` chunks either side of it in the
+same document generation (itself included), the second weighted
+``CONTEXT_WEIGHT``. Measured on SciFact train with the packaged model, BM25
+alone went from 0.683 to 0.696 nDCG@10 and hybrid from 0.721 to 0.728; the
+whole document as context scored the same as two neighbours, and one
+neighbour, or only the ones before, less. A one-chunk document (all of
+xquad-zh) is its own context, so nothing changes for it.
+
+Chunks are written a batch at a time and a document may straddle batches,
+so a chunk's neighbours are in the batch or already stored; a stored chunk
+whose window gains a new neighbour is written again. What is indexed does
+not depend on how the chunks were batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from retrieval.analysis import analyze
+from retrieval.types import Chunk
+
+NEIGHBOURS = 2  # chunks either side
+CONTEXT_WEIGHT = 0.7  # the neighbourhood's share of a lexical score; the chunk's own is the rest
+
+Position = tuple[str, int, int]  # document id, generation, chunk index
+
+
+def stored_neighbours(chunks: Sequence[Chunk]) -> list[str]:
+    """Ids of chunks outside the batch that writing it needs, if they are stored.
+
+    Those within ``2 * NEIGHBOURS``: a stored chunk beside the batch is
+    written again, with a window that reaches as far again.
+    """
+    batch = {_position(c) for c in chunks}
+    reach = 2 * NEIGHBOURS
+    wanted = {
+        (doc, gen, index + offset)
+        for doc, gen, index in batch
+        for offset in range(-reach, reach + 1)
+        if index + offset >= 0
+    }
+    return sorted(f"{doc}:{gen}:{index}" for doc, gen, index in wanted - batch)
+
+
+def with_context(
+    chunks: Sequence[Chunk], stored: Iterable[Chunk]
+) -> list[tuple[Chunk, list[str], list[str]]]:
+    """What to write: the batch and the stored chunks beside it, each with its own
+    terms and its neighbourhood's, in that order."""
+    batch = {_position(c) for c in chunks}
+    known = {_position(c): c for c in stored}
+    known.update((_position(c), c) for c in chunks)
+    terms = {position: analyze(c.indexed_text) for position, c in known.items()}
+
+    def window(doc: str, gen: int, index: int) -> list[Position]:
+        return [(doc, gen, index + o) for o in range(-NEIGHBOURS, NEIGHBOURS + 1)]
+
+    written = [p for p in known if p in batch or batch.intersection(window(*p))]
+    return [
+        (known[p], terms[p], [t for q in window(*p) for t in terms.get(q, ())])
+        for p in written
+    ]
+
+
+def _position(chunk: Chunk) -> Position:
+    return chunk.document_id, chunk.generation, chunk.chunk_index
