@@ -59,6 +59,9 @@ class LexicalIndex:
             self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
             self._writer = self._index.writer(heap_size=WRITER_HEAP, num_threads=1)
         except (ValueError, OSError) as exc:
+            if "schema does not match" in str(exc):
+                raise LexicalIndexDamaged(
+                    f"lexical index at {path} was built by an earlier version of kb") from exc
             raise LexicalIndexDamaged(f"lexical index at {path} cannot be opened: {exc}") from exc
         self._lock = threading.Lock()
 

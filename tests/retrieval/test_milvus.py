@@ -21,6 +21,7 @@ from retrieval.stores.milvus import MilvusBackend
 from retrieval.types import Chunk
 from tests.conftest import write
 from tests.ingest.test_pipeline import OCEAN, PARIS, assert_consistent, src
+from tests.retrieval.test_lexical import WORDS
 
 TEXTS = [
     "Blue whales are the largest animals that ever lived.",
@@ -49,6 +50,30 @@ def test_milvus_bm25_ranks_as_the_tantivy_index_does(tmp_path: Path) -> None:
             ours = [h.document_id for h in tantivy.query(query, 3)]
             theirs = [h.document_id for h in milvus.lexical_query(query, 3)]
             assert theirs == ours, query
+    finally:
+        tantivy.close()
+        backend.close()
+
+
+def test_milvus_indexes_each_chunks_neighbourhood_as_tantivy_does(tmp_path: Path) -> None:
+    """Chunks written one by one (a document straddling batches) get the same windows."""
+    chunks = [Chunk("d", "d.txt", i, f"{w} notes", 0, 9) for i, w in enumerate(WORDS)]
+    tantivy = LexicalIndex(tmp_path / "lexical")
+    tantivy.add(chunks)
+    tantivy.commit()
+    backend = MilvusBackend(str(tmp_path / "milvus.db"))
+    try:
+        milvus = backend.open("kb_windows", 4)
+        for i, c in enumerate(chunks):
+            milvus.add([c], np.eye(1, 4, i % 4) + 0.1)
+        assert milvus.count() == len(chunks)
+        for word in WORDS:
+            ours = sorted(h.chunk_index for h in tantivy.query(word, 10))
+            assert sorted(h.chunk_index for h in milvus.lexical_query(word, 10)) == ours, word
+        # Rewritten neighbours kept their vectors.
+        written = np.concatenate([np.eye(1, 4, i % 4) + 0.1 for i in range(len(chunks))])
+        stored = np.concatenate([v for _, v in milvus.stored("d", 1)])
+        assert np.allclose(stored, written)
     finally:
         tantivy.close()
         backend.close()
