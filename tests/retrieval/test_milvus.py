@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from retrieval.lexical import LexicalIndex
 from retrieval.stores import StoreBackend
 from retrieval.stores.chroma import ChromaBackend
 from retrieval.stores.hybrid import HybridBackend
-from retrieval.stores.milvus import MilvusBackend
+from retrieval.stores.milvus import MilvusBackend, MilvusStore
 from retrieval.types import Chunk
 from tests.conftest import write
 from tests.ingest.test_pipeline import OCEAN, PARIS, assert_consistent, src
@@ -36,47 +37,51 @@ TEXTS = [
 QUERIES = ["largest whales", "World's Fair Paris", "全文检索", "语言模型", "长城", "BM25 检索"]
 
 
-def test_milvus_bm25_ranks_as_the_tantivy_index_does(tmp_path: Path) -> None:
+@pytest.fixture
+def indexes(tmp_path: Path) -> Iterator[tuple[LexicalIndex, MilvusStore]]:
+    """An empty tantivy index and an empty milvus-lite collection of 4-d vectors."""
+    tantivy = LexicalIndex(tmp_path / "lexical")
+    backend = MilvusBackend(str(tmp_path / "milvus.db"))
+    try:
+        yield tantivy, backend.open("kb_parity", 4)
+    finally:
+        tantivy.close()
+        backend.close()
+
+
+def test_milvus_bm25_ranks_as_the_tantivy_index_does(
+    indexes: tuple[LexicalIndex, MilvusStore],
+) -> None:
     """Both lexical legs index the same analysed terms with BM25 (k1 1.2, b 0.75)."""
+    tantivy, milvus = indexes
     chunks = [Chunk(f"d{i}", f"d{i}.txt", 0, t, 0, len(t)) for i, t in enumerate(TEXTS)]
-    tantivy = LexicalIndex(tmp_path / "lexical")
     tantivy.add(chunks)
     tantivy.commit()
-    backend = MilvusBackend(str(tmp_path / "milvus.db"))
-    try:
-        milvus = backend.open("kb_parity", 4)
-        milvus.add(chunks, np.eye(len(chunks), 4, dtype=np.float32) + 0.1)
-        for query in QUERIES:
-            ours = [h.document_id for h in tantivy.query(query, 3)]
-            theirs = [h.document_id for h in milvus.lexical_query(query, 3)]
-            assert theirs == ours, query
-    finally:
-        tantivy.close()
-        backend.close()
+    milvus.add(chunks, np.eye(len(chunks), 4, dtype=np.float32) + 0.1)
+    for query in QUERIES:
+        ours = [h.document_id for h in tantivy.query(query, 3)]
+        theirs = [h.document_id for h in milvus.lexical_query(query, 3)]
+        assert theirs == ours, query
 
 
-def test_milvus_indexes_each_chunks_neighbourhood_as_tantivy_does(tmp_path: Path) -> None:
+def test_milvus_indexes_each_chunks_neighbourhood_as_tantivy_does(
+    indexes: tuple[LexicalIndex, MilvusStore],
+) -> None:
     """Chunks written one by one (a document straddling batches) get the same windows."""
+    tantivy, milvus = indexes
     chunks = [Chunk("d", "d.txt", i, f"{w} notes", 0, 9) for i, w in enumerate(WORDS)]
-    tantivy = LexicalIndex(tmp_path / "lexical")
     tantivy.add(chunks)
     tantivy.commit()
-    backend = MilvusBackend(str(tmp_path / "milvus.db"))
-    try:
-        milvus = backend.open("kb_windows", 4)
-        for i, c in enumerate(chunks):
-            milvus.add([c], np.eye(1, 4, i % 4) + 0.1)
-        assert milvus.count() == len(chunks)
-        for word in WORDS:
-            ours = sorted(h.chunk_index for h in tantivy.query(word, 10))
-            assert sorted(h.chunk_index for h in milvus.lexical_query(word, 10)) == ours, word
-        # Rewritten neighbours kept their vectors.
-        written = np.concatenate([np.eye(1, 4, i % 4) + 0.1 for i in range(len(chunks))])
-        stored = np.concatenate([v for _, v in milvus.stored("d", 1)])
-        assert np.allclose(stored, written)
-    finally:
-        tantivy.close()
-        backend.close()
+    for i, c in enumerate(chunks):
+        milvus.add([c], np.eye(1, 4, i % 4) + 0.1)
+    assert milvus.count() == len(chunks)
+    for word in WORDS:
+        ours = sorted(h.chunk_index for h in tantivy.query(word, 10))
+        assert sorted(h.chunk_index for h in milvus.lexical_query(word, 10)) == ours, word
+    # Neighbours written again kept their vectors.
+    written = np.concatenate([np.eye(1, 4, i % 4) + 0.1 for i in range(len(chunks))])
+    stored = np.concatenate([v for _, v in milvus.stored("d", 1)])
+    assert np.allclose(stored, written)
 
 
 def kb_on(backend: StoreBackend, data: Path, embedder: Embedder, parser: ParserPool
