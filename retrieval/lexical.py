@@ -25,7 +25,7 @@ from typing import Any
 import tantivy
 
 from retrieval.analysis import analyze
-from retrieval.context import CONTEXT_WEIGHT, stored_neighbours, with_context
+from retrieval.context import CONTEXT_REPEATS, stored_neighbours, with_context
 from retrieval.errors import KbError
 from retrieval.types import Chunk, Hit, Scope
 
@@ -128,12 +128,11 @@ class LexicalIndex:
         terms = analyze(text)
         if not terms or k <= 0 or (scope is not None and scope.nothing):
             return []
-        weights = (("terms", 1.0 - CONTEXT_WEIGHT), ("context", CONTEXT_WEIGHT))
+        fields = ["terms"] + ["context"] * CONTEXT_REPEATS  # see retrieval.context
         match = tantivy.Query.boolean_query([
-            (tantivy.Occur.Should, tantivy.Query.boost_query(
-                tantivy.Query.term_query(self._schema, field, t), weight))
+            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, field, t))
             for t in terms  # a repeated query term weighs more, as a repeated word does
-            for field, weight in weights
+            for field in fields
         ])
         if scope is not None and scope.owners is not None:
             match = tantivy.Query.boolean_query([
