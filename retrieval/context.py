@@ -2,14 +2,17 @@
 
 The words that make a chunk relevant are often spread over the chunks
 beside it: a claim matches an abstract as a whole, not the half of it that
-one chunk holds. So the lexical leg scores a chunk on two fields: its own
-terms, and the terms of the ``NEIGHBOURS`` chunks either side of it in the
-same document generation (itself included), the second weighted
-``CONTEXT_WEIGHT`` (2/3). Measured with ``kb eval`` on SciFact train and the
-packaged model, BM25 alone went from 0.684 to 0.695 nDCG@10 and hybrid from
-0.721 to 0.730. Offline, the whole document as context scored about the
-same as two neighbours; one neighbour, or only the ones before, less. A one-chunk document (all of
-xquad-zh) is its own context, so nothing changes for it.
+one chunk holds. So the lexical leg indexes each chunk with the terms of the
+``NEIGHBOURS`` chunks either side of it in the same document generation, and
+its own terms ``OWN_REPEATS`` times, so that among neighbours the chunk
+holding the words still ranks first. Measured with ``kb eval`` on SciFact
+train and the packaged model, BM25 alone went from 0.684 to 0.695 nDCG@10
+and hybrid from 0.721 to 0.729. Offline, the whole document as context
+scored about the same as two neighbours; one neighbour, or only the ones
+before, less; own terms once or three times, less. A second field for the
+neighbourhood, weighted against the chunk's own, scored the same and made a
+query with a very common term three times slower. A one-chunk document (all
+of xquad-zh) is its own context, so nothing changes for it.
 
 Chunks are written a batch at a time and a document may straddle batches,
 so a chunk's neighbours are in the batch or already stored; a stored chunk
@@ -25,12 +28,7 @@ from retrieval.analysis import analyze
 from retrieval.types import Chunk
 
 NEIGHBOURS = 2  # chunks either side
-# The neighbourhood's score counts twice the chunk's own. tantivy gets the weight
-# from a repeated query clause, not a boost: a boosted clause loses the block-max
-# WAND pruning of top-k term queries (at 1M chunks, a query with the commonest
-# term took p95 25 ms boosted).
-CONTEXT_REPEATS = 2
-CONTEXT_WEIGHT = CONTEXT_REPEATS / (CONTEXT_REPEATS + 1)  # its share of a lexical score
+OWN_REPEATS = 2  # a chunk's own terms count this many times in its window
 
 Position = tuple[str, int, int]  # document id, generation, chunk index
 
@@ -52,11 +50,9 @@ def stored_neighbours(chunks: Sequence[Chunk]) -> list[str]:
     return sorted(f"{doc}:{gen}:{index}" for doc, gen, index in wanted - batch)
 
 
-def with_context(
-    chunks: Sequence[Chunk], stored: Iterable[Chunk]
-) -> list[tuple[Chunk, list[str], list[str]]]:
-    """What to write: the batch and the stored chunks beside it, each with its own
-    terms and its neighbourhood's, in that order."""
+def with_context(chunks: Sequence[Chunk], stored: Iterable[Chunk]) -> list[tuple[Chunk, list[str]]]:
+    """What to write: the batch and the stored chunks beside it, each with the
+    terms of its window (its own first, then its neighbours' in order)."""
     batch = {_position(c) for c in chunks}
     known = {_position(c): c for c in stored}
     known.update((_position(c), c) for c in chunks)
@@ -65,11 +61,10 @@ def with_context(
     def window(doc: str, gen: int, index: int) -> list[Position]:
         return [(doc, gen, index + o) for o in range(-NEIGHBOURS, NEIGHBOURS + 1)]
 
-    written = [p for p in known if p in batch or batch.intersection(window(*p))]
-    return [
-        (known[p], terms[p], [t for q in window(*p) for t in terms.get(q, ())])
-        for p in written
-    ]
+    def indexed(p: Position) -> list[str]:
+        return terms[p] * (OWN_REPEATS - 1) + [t for q in window(*p) for t in terms.get(q, ())]
+
+    return [(known[p], indexed(p)) for p in known if p in batch or batch.intersection(window(*p))]
 
 
 def _position(chunk: Chunk) -> Position:

@@ -7,8 +7,8 @@ BM25. Each chunk keeps what a hit needs (source, page, text) so a lexical hit
 costs no trip to the vector store. Writes become visible, and durable, at
 ``commit``; the write protocol in ``ingest.catalog`` commits before the
 catalog names a generation current, and deletes by (document, generation)
-exactly as it does in the vector store. Each chunk is also indexed with
-its neighbours' terms (``retrieval.context``); the neighbours it needs are
+exactly as it does in the vector store. Each chunk is indexed with its
+neighbours' terms (``retrieval.context``); the neighbours it needs are
 looked up among the committed chunks.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import tantivy
 
 from retrieval.analysis import analyze
-from retrieval.context import CONTEXT_REPEATS, stored_neighbours, with_context
+from retrieval.context import stored_neighbours, with_context
 from retrieval.errors import KbError
 from retrieval.types import Chunk, Hit, Scope
 
@@ -41,9 +41,9 @@ def _schema() -> tantivy.Schema:
     for name in ("chunk_id", "document_id", "doc_gen", "owner"):
         builder.add_text_field(name, stored=name in ("chunk_id", "document_id"),
                                tokenizer_name="raw", index_option="basic")
-    # Terms never contain whitespace (see ``analyze``), so joined by spaces they split back.
-    builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
-    builder.add_text_field("context", tokenizer_name="whitespace", index_option="freq")
+    # The terms of a chunk's window (``retrieval.context``). Terms never contain
+    # whitespace (see ``analyze``), so joined by spaces they split back.
+    builder.add_text_field("window", tokenizer_name="whitespace", index_option="freq")
     builder.add_bytes_field("payload", stored=True)
     return builder.build()
 
@@ -82,7 +82,7 @@ class LexicalIndex:
         neighbours (see ``retrieval.context``).
         """
         entries = with_context(chunks, self._stored(stored_neighbours(chunks)))
-        docs = [(chunk.id, _document(chunk, own, context)) for chunk, own, context in entries]
+        docs = [(chunk.id, _document(chunk, terms)) for chunk, terms in entries]
         with self._lock:
             for chunk_id, doc in docs:
                 self._writer.delete_documents_by_term("chunk_id", chunk_id)
@@ -128,11 +128,9 @@ class LexicalIndex:
         terms = analyze(text)
         if not terms or k <= 0 or (scope is not None and scope.nothing):
             return []
-        fields = ["terms"] + ["context"] * CONTEXT_REPEATS  # see retrieval.context
         match = tantivy.Query.boolean_query([
-            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, field, t))
+            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "window", t))
             for t in terms  # a repeated query term weighs more, as a repeated word does
-            for field in fields
         ])
         if scope is not None and scope.owners is not None:
             match = tantivy.Query.boolean_query([
@@ -176,14 +174,13 @@ class LexicalIndex:
         return written
 
 
-def _document(chunk: Chunk, terms: list[str], context: list[str]) -> tantivy.Document:
+def _document(chunk: Chunk, terms: list[str]) -> tantivy.Document:
     doc = tantivy.Document()
     doc.add_text("chunk_id", chunk.id)
     doc.add_text("document_id", chunk.document_id)
     doc.add_text("doc_gen", f"{chunk.document_id}:{chunk.generation}")
     doc.add_text("owner", _owner_term(chunk.owner or ""))
-    doc.add_text("terms", " ".join(terms))
-    doc.add_text("context", " ".join(context))
+    doc.add_text("window", " ".join(terms))
     payload = {
         "document_id": chunk.document_id, "source": chunk.source, "page": chunk.page,
         "section": chunk.section, "chunk_index": chunk.chunk_index,

@@ -8,10 +8,9 @@ lexical leg Milvus's own BM25 function over a ``terms`` field that holds
 the query's, are exactly those of the tantivy index on the Chroma path.
 Milvus only splits them again: on whitespace on a server; milvus-lite has
 no whitespace tokenizer, and its ``standard`` one (``\\w+``, lower-cased)
-gives back the same terms. A second BM25 field holds each chunk's
-neighbourhood (``retrieval.context``), as on the Chroma path; the two are
-searched apart and mixed here, a chunk missing from one list scoring 0 there.
-A collection made before that field existed is searched on ``terms`` alone
+gives back the same terms. Those are a chunk's window, its own terms and
+its neighbours' (``retrieval.context``), as on the Chroma path; a collection
+made before windows (its ``kb.terms`` property says) holds plain chunk terms
 until ``kb reindex``. Fusion happens in kb, as on the Chroma path.
 
 Writes are upserts by chunk id and deletes by filter, so every call is
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.analysis import analyze
-from retrieval.context import CONTEXT_WEIGHT, stored_neighbours, with_context
+from retrieval.context import stored_neighbours, with_context
 from retrieval.errors import UpstreamUnavailable
 from retrieval.stores import SHARED, Store, StoreKind, retrying
 from retrieval.types import Chunk, Hit, Scope
@@ -46,6 +45,7 @@ PAGE = 1000  # rows per read; a server caps offset + limit at 16,384
 HNSW = {"M": 16, "efConstruction": 200}
 BM25 = {"bm25_k1": 1.2, "bm25_b": 0.75}  # as tantivy scores
 META = ("source", "page", "section", "title", "start", "end", "ocr")
+TERMS = {"kb.terms": "windows"}  # a collection property: what its terms field holds
 # milvus-lite searches rows it has not flushed by scanning them (and rebuilds their BM25
 # postings per search): past this many it flushes them into an indexed segment.
 LITE_UNFLUSHED_ROWS = 0
@@ -81,12 +81,10 @@ _resilient = retrying(
 class MilvusStore:
     """One Milvus collection: vectors, chunk fields and a BM25 index of their terms."""
 
-    def __init__(self, client: Any, name: str, where: str, flush_after: int | None,
-                 context: bool = True) -> None:
+    def __init__(self, client: Any, name: str, where: str, flush_after: int | None) -> None:
         self._client, self.name, self.where = client, name, where
         self._flush_after = flush_after
         self._unflushed = 0
-        self._context = context  # the collection has the neighbourhood field
 
     @_resilient
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
@@ -96,13 +94,12 @@ class MilvusStore:
             return
         vector_of = {c.id: v for c, v in zip(chunks, vectors, strict=True)}
         stored: list[Chunk] = []
-        if self._context and (ids := stored_neighbours(chunks)):
+        if ids := stored_neighbours(chunks):
             found = self._read(f"id in [{', '.join(map(_quote, ids))}]",
                                [*CHUNK_FIELDS, "vector"])
             stored = [_chunk(row) for row in found]
             vector_of.update((c.id, row["vector"]) for c, row in zip(stored, found, strict=True))
-        rows = [_row(c, vector_of[c.id], terms, context if self._context else None)
-                for c, terms, context in with_context(chunks, stored)]
+        rows = [_row(c, vector_of[c.id], terms) for c, terms in with_context(chunks, stored)]
         for start in range(0, len(rows), PAGE):
             self._client.upsert(self.name, rows[start : start + PAGE])
         self._unflushed += len(rows)
@@ -142,22 +139,13 @@ class MilvusStore:
         terms = analyze(text)
         if not terms or k <= 0 or (scope is not None and scope.nothing):
             return []
-        fields = {"sparse": 1.0 - CONTEXT_WEIGHT, "context_sparse": CONTEXT_WEIGHT}
-        if not self._context:
-            fields = {"sparse": 1.0}
-        rows: dict[str, dict[str, Any]] = {}
-        scores: Counter[str] = Counter()
-        for field, weight in fields.items():
-            found = self._client.search(
-                self.name, data=[" ".join(terms)], anns_field=field, limit=k,
-                filter=_scope_filter(scope), output_fields=HIT_FIELDS,
-                search_params={"metric_type": "BM25"},
-            )
-            for row in found[0]:
-                rows[row["id"]] = row["entity"]
-                # milvus-lite reports BM25 as a negated distance, a server as the score itself.
-                scores[row["id"]] += weight * abs(row["distance"])
-        return [_hit(rows[key], score) for key, score in scores.most_common(k)]
+        found = self._client.search(
+            self.name, data=[" ".join(terms)], anns_field="sparse", limit=k,
+            filter=_scope_filter(scope), output_fields=HIT_FIELDS,
+            search_params={"metric_type": "BM25"},
+        )
+        # milvus-lite reports BM25 as a negated distance, a server as the score itself.
+        return [_hit(row["entity"], abs(row["distance"])) for row in found[0]]
 
     @_resilient
     def count(self) -> int:
@@ -244,27 +232,24 @@ def _scope_filter(scope: Scope | None) -> str:
     return " or ".join(parts)
 
 
-def _row(chunk: Chunk, vector: np.ndarray, terms: list[str], context: list[str] | None
-         ) -> dict[str, Any]:
+def _row(chunk: Chunk, vector: np.ndarray, terms: list[str]) -> dict[str, Any]:
     if len(chunk.text.encode()) > MAX_VARCHAR:
         raise ValueError(
             f"a chunk of {chunk.source} is longer than Milvus's {MAX_VARCHAR}-byte text field; "
             "lower KB_CHUNK_TOKENS"
         )
     meta = {name: getattr(chunk, name) for name in META}
-    row = {
+    return {
         "id": chunk.id, "vector": np.asarray(vector, dtype=np.float32).tolist(),
         "terms": _joined(terms), "document_id": chunk.document_id,
         "generation": chunk.generation, "chunk_index": chunk.chunk_index,
         "owner": chunk.owner or SHARED, "text": chunk.text, "meta": meta,
     }
-    if context is not None:
-        row["context"] = _joined(context)
-    return row
 
 
 def _joined(terms: list[str]) -> str:
-    """Terms, space-separated, cut at a term to fit the field."""
+    """Terms, space-separated, cut at a term to fit the field (a window's own terms
+    come first, so only neighbours' are cut)."""
     joined = " ".join(terms)
     if len(joined.encode()) <= MAX_VARCHAR:
         return joined
@@ -336,11 +321,11 @@ class MilvusBackend:
             self._create(name, dimension)
         self.client.load_collection(name)  # a reopened collection starts released
         flush_after = LITE_UNFLUSHED_ROWS if self.lite else None
-        fields = {f["name"] for f in self.client.describe_collection(name)["fields"]}
-        if "context" not in fields:
-            log.warning("Milvus collection %s predates neighbourhood search: keyword search "
-                        "scores chunks alone until `kb reindex`", name)
-        return MilvusStore(self.client, name, self.where, flush_after, "context" in fields)
+        properties = self.client.describe_collection(name).get("properties") or {}
+        if any(properties.get(key) != value for key, value in TERMS.items()):
+            log.warning("Milvus collection %s predates neighbourhood search: chunks written "
+                        "before it are matched by their own words only until `kb reindex`", name)
+        return MilvusStore(self.client, name, self.where, flush_after)
 
     def _create(self, name: str, dimension: int) -> None:
         """Create the collection; a server splits our terms on whitespace, milvus-lite (which
@@ -369,9 +354,6 @@ class MilvusBackend:
         schema.add_field("terms", DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True,
                          analyzer_params={"tokenizer": tokenizer})
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field("context", DataType.VARCHAR, max_length=MAX_VARCHAR,
-                         enable_analyzer=True, analyzer_params={"tokenizer": tokenizer})
-        schema.add_field("context_sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_field("document_id", DataType.VARCHAR, max_length=MAX_VARCHAR)
         schema.add_field("generation", DataType.INT64)
         schema.add_field("chunk_index", DataType.INT64)
@@ -380,16 +362,13 @@ class MilvusBackend:
         schema.add_field("meta", DataType.JSON)
         schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
                                      input_field_names=["terms"], output_field_names=["sparse"]))
-        schema.add_function(Function(name="bm25_context", function_type=FunctionType.BM25,
-                                     input_field_names=["context"],
-                                     output_field_names=["context_sparse"]))
         indexes = self.client.prepare_index_params()
         indexes.add_index("vector", index_type="HNSW", metric_type="COSINE", params=HNSW)
-        for field in ("sparse", "context_sparse"):
-            indexes.add_index(field, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
-                              params=BM25)
+        indexes.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+                          params=BM25)
         self.client.create_collection(name, schema=schema, index_params=indexes,
                                       consistency_level="Strong")
+        self.client.alter_collection_properties(name, properties=TERMS)
 
     @_resilient
     def drop(self, name: str, store: Store | None = None) -> None:
