@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,23 @@ def test_milvus_indexes_each_chunks_neighbourhood_as_tantivy_does(
     written = np.concatenate([np.eye(1, 4, i % 4) + 0.1 for i in range(len(chunks))])
     stored = np.concatenate([v for _, v in milvus.stored("d", 1)])
     assert np.allclose(stored, written)
+
+
+def test_a_collection_made_before_windows_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = MilvusBackend(str(tmp_path / "milvus.db"))
+    try:
+        backend.open("kb_new", 4)
+        backend.client.create_collection("kb_old", dimension=4)  # no kb.terms property
+        with caplog.at_level(logging.WARNING, logger="retrieval.stores.milvus"):
+            backend.open("kb_new", 4)
+            assert caplog.messages == []
+            backend.open("kb_old", 4)
+        assert "kb_old predates neighbourhood search" in caplog.text
+        assert "kb reindex" in caplog.text
+    finally:
+        backend.close()
 
 
 def kb_on(backend: StoreBackend, data: Path, embedder: Embedder, parser: ParserPool
