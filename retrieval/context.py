@@ -6,8 +6,8 @@ one chunk holds. So the lexical leg indexes each chunk with the terms of the
 ``NEIGHBOURS`` chunks either side of it in the same document generation, and
 its own terms ``OWN_REPEATS`` times, so that among neighbours the chunk
 holding the words still ranks first. Measured with ``kb eval`` on SciFact
-train and the packaged model, BM25 alone went from 0.684 to 0.695 nDCG@10
-and hybrid from 0.721 to 0.729. Offline, the whole document as context
+train and the packaged model, BM25 alone went from 0.684 to 0.694 nDCG@10
+and hybrid from 0.721 to 0.732. Offline, the whole document as context
 scored about the same as two neighbours; one neighbour, or only the ones
 before, less; own terms once or three times, less. A second field for the
 neighbourhood, weighted against the chunk's own, scored the same and made a

@@ -10,6 +10,7 @@ hit carries its per-leg scores and ranks, so a result explains itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Literal, Protocol, get_args
 
@@ -35,6 +36,10 @@ class Searchable(Protocol):
     def lexical_query(self, text: str, k: int, scope: Scope | None = None) -> list[Hit]:
         """BM25 matches."""
 
+# Hybrid search runs its lexical leg here while the dense leg embeds the query
+# (ONNX Runtime and PyTorch leave the GIL while they compute).
+_LEXICAL_LEGS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-lexical-leg")
+
 # Candidates per leg before fusion. Dense candidates cost a Chroma row each (a
 # query for 100 takes 2.5x one for 10 here); lexical ones are nearly free.
 CANDIDATES = {"dense": NORMALISE_DEPTH, "lexical": 100}
@@ -48,15 +53,23 @@ def search(
     """The ``k`` best live chunks for ``query`` by ``mode``, best first."""
     depth = {leg: k if mode != HYBRID else max(k, n) for leg, n in CANDIDATES.items()}
     legs: dict[str, list[Hit]] = {}
+
+    def lexical_leg() -> list[Hit]:
+        return live_hits(
+            lambda n: store.lexical_query(query, n, scope), depth[LEXICAL], current, k
+        )
+
+    # In hybrid mode the lexical leg runs while this thread embeds the query.
+    pending = _LEXICAL_LEGS.submit(lexical_leg) if mode == HYBRID else None
     if mode in (DENSE, HYBRID):
         vector = embed(query)
         legs[DENSE] = live_hits(
             lambda n: store.query(vector, n, scope), depth[DENSE], current, k
         )
-    if mode in (LEXICAL, HYBRID):
-        legs[LEXICAL] = live_hits(
-            lambda n: store.lexical_query(query, n, scope), depth[LEXICAL], current, k
-        )
+    if mode == LEXICAL:
+        legs[LEXICAL] = lexical_leg()
+    if pending is not None:
+        legs[LEXICAL] = pending.result()
     if mode != HYBRID:
         return [_explained(h, mode, rank) for rank, h in enumerate(legs[mode][:k], 1)]
     # Each leg dropped its own repeats; the two may have kept different copies.
