@@ -7,7 +7,7 @@ changes only when the new collection is switched in.
 
 from __future__ import annotations
 
-from ingest.catalog import Catalog, Document
+from ingest.catalog import INDEXED, Catalog, Document
 from ingest.pipeline import ADDED, UPDATED
 from retrieval.stores import VectorStore
 
@@ -45,7 +45,11 @@ class CatalogCommitter:
             self._replaced.clear()
 
     def abort(self, doc: Document) -> None:
-        """Delete the new generation's vectors and the intent."""
+        """Delete the new generation's vectors and the intent, unless it was committed
+        (a Ctrl-C can land between the catalog's commit and the pipeline's record of it)."""
+        current = self.catalog.get(doc.id)
+        if current and current.status == INDEXED and current.generation == doc.generation:
+            return
         self.store.delete(doc.id, doc.generation)
         self.catalog.done(doc.id, doc.generation)
 

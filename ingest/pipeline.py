@@ -425,9 +425,9 @@ class Pipeline:
             self.store.add(event.chunks, event.vectors)
             state.inflight[event.chunks[0].document_id].chunks += len(event.chunks)
         elif isinstance(event, _Start):
-            self.committer.begin(event.doc)
             event.doc.chunks = 0
-            state.inflight[event.doc.id] = event.doc
+            state.inflight[event.doc.id] = event.doc  # first: a Ctrl-C in begin still rolls back
+            self.committer.begin(event.doc)
         elif isinstance(event, _End):
             doc = state.inflight[event.document_id]
             if event.counts is not None and event.counts.pages:

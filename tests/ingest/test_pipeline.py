@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from app.service import KnowledgeBase
 from ingest import pipeline
+from ingest.catalog import Catalog
+from ingest.commit import CatalogCommitter
 from ingest.loaders import Limits
 from ingest.pipeline import Outcome, Source
 from ingest.workers import Cancel, ChunkPlan, ParseBudget, Parser, ParserPool, never
@@ -204,6 +209,50 @@ def test_ctrl_c_mid_ingest_leaves_catalog_and_store_in_agreement(
     outcomes = kb.ingest([src(p) for p in files])
     assert sorted(o.status for o in outcomes).count("unchanged") == len(indexed)
     assert len(kb.catalog.documents("indexed")) == len(files)
+    assert_consistent(kb)
+
+
+class InterruptAfterBegin:
+    """A catalog connection where Ctrl-C lands once, just after a transaction began."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.armed = db, True
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        cursor = self.db.execute(sql, *args)
+        if self.armed and sql == "BEGIN IMMEDIATE":
+            self.armed = False
+            raise KeyboardInterrupt
+        return cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def test_a_ctrl_c_just_after_a_catalog_transaction_began_does_not_block_the_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "catalog.sqlite3"
+    catalog = Catalog(path)
+    catalog.intend("a", 1)
+    monkeypatch.setattr(catalog, "_db", InterruptAfterBegin(catalog._db))
+    with pytest.raises(KeyboardInterrupt):
+        catalog.intend("b", 1)
+    catalog.done("a", 1)  # the rollback after Ctrl-C: it must reach the disk
+    catalog.intend("c", 1)
+    with closing(sqlite3.connect(path)) as other:
+        assert other.execute("SELECT document_id FROM pending").fetchall() == [("c",)]
+    catalog.close()
+
+
+def test_a_rollback_keeps_a_document_committed_just_before_ctrl_c(
+    make_kb: MakeKb, tmp_path: Path
+) -> None:
+    kb = make_kb()
+    kb.ingest([src(write(tmp_path / "paris.txt", PARIS))])
+    (doc,) = kb.catalog.documents("indexed")
+    CatalogCommitter(kb.catalog, kb.store).abort(doc)  # Ctrl-C before the pipeline saw the commit
+    assert kb.search("Eiffel Tower", 1)[0].source == "paris.txt"
     assert_consistent(kb)
 
 
