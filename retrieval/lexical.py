@@ -14,7 +14,6 @@ looked up among the committed chunks.
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 from collections import Counter
@@ -22,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import tantivy
 
 from retrieval.analysis import analyze
@@ -96,6 +96,20 @@ class LexicalIndex:
         query = tantivy.Query.term_set_query(self._schema, "chunk_id", chunk_ids)
         found = searcher.search(query, len(chunk_ids)).hits
         return [_chunk(_payload(searcher.doc(address))) for _, address in found]
+
+    def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
+        """Hits for these (chunk id, score) pairs, in their order; an id not committed
+        here is left out."""
+        if not scored:
+            return []
+        searcher = self._index.searcher()
+        ids = [chunk_id for chunk_id, _ in scored]
+        query = tantivy.Query.term_set_query(self._schema, "chunk_id", ids)
+        docs = {}
+        for _, address in searcher.search(query, len(ids)).hits:
+            doc = searcher.doc(address)
+            docs[doc.get_first("chunk_id")] = doc
+        return [_hit(docs[i], score) for i, score in scored if i in docs]
 
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Remove a document's chunks (one generation, or all) and commit."""
@@ -187,7 +201,7 @@ def _document(chunk: Chunk, terms: list[str]) -> tantivy.Document:
         "generation": chunk.generation, "text": chunk.text, "ocr": chunk.ocr,
         "owner": chunk.owner, "title": chunk.title, "start": chunk.start, "end": chunk.end,
     }
-    doc.add_bytes("payload", json.dumps(payload, ensure_ascii=False).encode())
+    doc.add_bytes("payload", orjson.dumps(payload))
     return doc
 
 
@@ -197,7 +211,7 @@ def _owner_term(owner: str) -> str:
 
 
 def _payload(doc: tantivy.Document) -> dict[str, Any]:
-    return dict(json.loads(bytes(doc.get_first("payload") or b"{}")))
+    return dict(orjson.loads(bytes(doc.get_first("payload") or b"{}")))
 
 
 def _chunk(p: dict[str, Any]) -> Chunk:

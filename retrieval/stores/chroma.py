@@ -84,6 +84,19 @@ class ChromaStore:
         return [_hit(text, meta, distance) for text, meta, distance in rows]
 
     @_resilient
+    def nearest(self, vector: np.ndarray, k: int, scope: Scope | None = None
+                ) -> list[tuple[str, float]]:
+        """Chunk ids and cosine similarities of the nearest neighbours, without their
+        text and metadata (a query that returns those costs twice as much)."""
+        if k <= 0 or (scope is not None and scope.nothing):
+            return []
+        result = self._collection.query(
+            query_embeddings=[vector], n_results=k, where=_where(scope), include=["distances"],
+        )
+        return [(i, 1.0 - float(d)) for i, d in zip(result["ids"][0], result["distances"][0],
+                                                    strict=True)]
+
+    @_resilient
     def count(self) -> int:
         """Number of chunks in the collection."""
         return int(self._collection.count())

@@ -53,8 +53,13 @@ class HybridStore:
             self.lexical.delete_many(generations)
 
     def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
-        """Dense nearest neighbours (the vector store's query)."""
-        return self.vectors.query(vector, k, scope)
+        """Dense nearest neighbours: ids and scores from Chroma, the rest from the copy
+        the lexical index keeps (a fraction of what Chroma takes to return it)."""
+        nearest = self.vectors.nearest(vector, k, scope)
+        hits = self.lexical.hits(nearest)
+        if len(hits) < len(nearest):  # a chunk not in the lexical index yet (being written)
+            return self.vectors.query(vector, k, scope)
+        return hits
 
     def lexical_query(self, text: str, k: int, scope: Scope | None = None) -> list[Hit]:
         """BM25 matches for ``text``."""

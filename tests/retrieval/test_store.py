@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,10 @@ import pytest
 from retrieval.errors import UpstreamUnavailable
 from retrieval.stores import SHARED, StoreBackend
 from retrieval.stores.chroma import ChromaBackend, ChromaStore
+from retrieval.stores.hybrid import HybridStore
 from retrieval.stores.milvus import MilvusBackend
 from retrieval.types import Chunk, Scope
-from tests.conftest import start_chroma, start_milvus
+from tests.conftest import chroma_only, start_chroma, start_milvus
 
 
 def unique(prefix: str) -> str:
@@ -124,6 +126,24 @@ def test_chunks_written_with_their_text_as_a_chroma_document_still_read(
 
 
 ODD, ODD_OWNER = 'b"\\ ]', 'bo "quoted"'  # quotes, a backslash: must not break a filter
+
+
+@chroma_only
+def test_dense_hits_read_from_the_lexical_copy_match_chroma_rows(
+    store_backend: StoreBackend,
+) -> None:
+    store = store_backend.open(unique("kb_copy"), DIM)
+    assert isinstance(store, HybridStore)
+    rng = np.random.default_rng(5)
+    vectors = unit(rng, 8)
+    batch = chunks("a", 1, 4) + [replace(c, section="Methods", ocr=True) for c in chunks("b", 2, 4)]
+    store.add(batch, vectors)
+    for vector in vectors:
+        assert store.query(vector, 5) == store.vectors.query(vector, 5)
+    late = chunks("c", 1, 1)  # in Chroma, not yet in the lexical index (mid-write)
+    store.vectors.add(late, vectors[:1])
+    hits = store.query(vectors[0], 2)
+    assert {h.document_id for h in hits} == {"a", "c"} and hits == store.vectors.query(vectors[0], 2)
 
 
 @pytest.mark.parametrize("leg", ["dense", "lexical"])
