@@ -4,7 +4,9 @@
 recovery write through, so the lexical leg follows exactly the same
 generations and intents as the vectors: ``add`` writes both (the lexical
 side committed before the call returns, so a catalog commit never names
-chunks that are not durable in both), ``delete`` removes from both.
+chunks that are not durable in both), ``delete`` removes from both. A dense
+query asks Chroma for ids and distances only and reads the rest from the
+lexical index's copy of each chunk.
 """
 
 from __future__ import annotations
