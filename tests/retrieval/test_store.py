@@ -143,7 +143,8 @@ def test_dense_hits_read_from_the_lexical_copy_match_chroma_rows(
     late = chunks("c", 1, 1)  # in Chroma, not yet in the lexical index (mid-write)
     store.vectors.add(late, vectors[:1])
     hits = store.query(vectors[0], 2)
-    assert {h.document_id for h in hits} == {"a", "c"} and hits == store.vectors.query(vectors[0], 2)
+    assert {h.document_id for h in hits} == {"a", "c"}
+    assert hits == store.vectors.query(vectors[0], 2)
 
 
 @pytest.mark.parametrize("leg", ["dense", "lexical"])
