@@ -90,26 +90,23 @@ class LexicalIndex:
 
     def _stored(self, chunk_ids: list[str]) -> list[Chunk]:
         """The committed chunks among these ids."""
-        if not chunk_ids:
-            return []
-        searcher = self._index.searcher()
-        query = tantivy.Query.term_set_query(self._schema, "chunk_id", chunk_ids)
-        found = searcher.search(query, len(chunk_ids)).hits
-        return [_chunk(_payload(searcher.doc(address))) for _, address in found]
+        return [_chunk(_payload(doc)) for doc in self._by_id(chunk_ids).values()]
 
     def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
         """Hits for these (chunk id, score) pairs, in their order; an id not committed
         here is left out."""
-        if not scored:
-            return []
-        searcher = self._index.searcher()
-        ids = [chunk_id for chunk_id, _ in scored]
-        query = tantivy.Query.term_set_query(self._schema, "chunk_id", ids)
-        docs = {}
-        for _, address in searcher.search(query, len(ids)).hits:
-            doc = searcher.doc(address)
-            docs[doc.get_first("chunk_id")] = doc
+        docs = self._by_id([chunk_id for chunk_id, _ in scored])
         return [_hit(docs[i], score) for i, score in scored if i in docs]
+
+    def _by_id(self, chunk_ids: list[str]) -> dict[str, tantivy.Document]:
+        """The committed chunks among these ids, as stored, by id."""
+        if not chunk_ids:
+            return {}
+        searcher = self._index.searcher()
+        query = tantivy.Query.term_set_query(self._schema, "chunk_id", chunk_ids)
+        found = searcher.search(query, len(chunk_ids)).hits
+        docs = (searcher.doc(address) for _, address in found)
+        return {str(doc.get_first("chunk_id")): doc for doc in docs}
 
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Remove a document's chunks (one generation, or all) and commit."""
