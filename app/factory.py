@@ -54,7 +54,7 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
         ParseBudget(settings.parse_cpu_seconds, settings.parse_memory_mb),
         settings.ocr_settings,
     )
-    chunking = ChunkSettings(settings.chunk_size(embedder.name), settings.chunk_overlap)
+    chunking = ChunkSettings(tokens=settings.chunk_tokens, overlap=settings.chunk_overlap)
     llm = make_chat_model(settings.llm_url, settings.llm_model, _secret(settings.llm_api_key))
     reranker = make_reranker(
         settings.rerank_url, settings.rerank_model, _secret(settings.rerank_api_key),

@@ -12,10 +12,6 @@ from ingest.ocr import OcrSettings
 from retrieval.embedders import DEFAULT_MODEL
 
 MB = 2**20
-CHUNK_TOKENS = 256
-# all-MiniLM-L6-v2 was trained on inputs of at most 128 word pieces; chunks of
-# that size score better on SciFact (dense 0.664 -> 0.685, hybrid 0.732 -> 0.738).
-PACKAGED_MODEL_CHUNK_TOKENS = 128
 
 
 class Settings(BaseSettings):
@@ -77,11 +73,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    chunk_tokens: int | None = Field(
-        default=None, ge=16,
-        description="chunk size in the embedding model's tokens; unset: "
-        f"{PACKAGED_MODEL_CHUNK_TOKENS} for the packaged model, {CHUNK_TOKENS} for any other",
-    )
+    chunk_tokens: int = Field(default=256, ge=16, description="chunk size in model tokens")
     chunk_overlap: int = Field(default=32, ge=0)
     embed_batch_size: int = Field(
         default=256, ge=1, description="chunks per embedding call; larger pads less"
@@ -155,12 +147,6 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """An empty variable (``KB_X=``) means unset, as in docker-compose files."""
         return None if value == "" else value
-
-    def chunk_size(self, model_name: str) -> int:
-        """Chunk size in model tokens; see ``chunk_tokens``."""
-        if self.chunk_tokens is not None:
-            return self.chunk_tokens
-        return PACKAGED_MODEL_CHUNK_TOKENS if model_name == DEFAULT_MODEL else CHUNK_TOKENS
 
     def covered_scripts(self, model_name: str) -> frozenset[str] | None:
         """What the embedding model knows (``None``: every script); see ``embedding_scripts``."""

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from app.settings import Settings
-from retrieval.embedders import DEFAULT_MODEL
 from tests.conftest import write
 from tests.filegen import (
     make_encrypted_pdf,
@@ -118,18 +116,6 @@ def test_invalid_setting_names_the_variable(
     monkeypatch.setenv("KB_CHUNK_TOKENS", "lots")
     assert main(["status"]) == 2
     assert "KB_CHUNK_TOKENS" in capsys.readouterr().err
-
-
-def test_chunk_size_follows_the_embedding_model(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["status", "--json"]) == 0
-    status = json.loads(capsys.readouterr().out)["status"]
-    assert (status["embedding_model"], status["chunk_tokens"]) == (DEFAULT_MODEL, 128)
-    assert Settings().chunk_size("Qwen/Qwen3-Embedding-4B") == 256
-    monkeypatch.setenv("KB_CHUNK_TOKENS", "200")
-    assert main(["status", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["status"]["chunk_tokens"] == 200
 
 
 def test_eval_on_a_tiny_beir_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
