@@ -34,6 +34,18 @@ def pool() -> Iterator[ParserPool]:
     pool.close()
 
 
+@pytest.fixture
+def roomy_pool() -> Iterator[ParserPool]:
+    """One parser process with CPU to spare and a 512 MB cap: for limits other than CPU.
+
+    Counting a DOCX's 2M elements alone takes about 2 s of CPU here, so the
+    2-second budget above would race the limit under test.
+    """
+    pool = ParserPool(1, ParseBudget(cpu_seconds=120, memory_mb=512))
+    yield pool
+    pool.close()
+
+
 def parse(pool: ParserPool, path: Path, limits: Limits | None = None) -> str:
     return "".join(s.text for s in pool.parse(path, path.name, limits or Limits()))
 
@@ -55,26 +67,22 @@ def test_a_pathological_pdf_is_stopped_by_its_cpu_budget(
     assert parse(pool, write(tmp_path / "b.txt", "still here")) == "still here"
 
 
-def test_a_docx_element_bomb_fails_on_its_element_count(tmp_path: Path) -> None:
+def test_a_docx_element_bomb_fails_on_its_element_count(
+    roomy_pool: ParserPool, tmp_path: Path
+) -> None:
     bomb = make_docx_element_bomb(tmp_path / "bomb.docx", 3_000_000)
     assert bomb.stat().st_size < 200_000
-    # Counting 2M elements takes about 2 s of CPU here: the fixture's 2 s budget
-    # would race the count this test is about.
-    pool = ParserPool(1, ParseBudget(cpu_seconds=30, memory_mb=512))
-    try:
-        with pytest.raises(LimitExceeded, match="more than 2,000,000 XML elements"):
-            parse(pool, bomb)
-    finally:
-        pool.close()
+    with pytest.raises(LimitExceeded, match="more than 2,000,000 XML elements"):
+        parse(roomy_pool, bomb)
 
 
-def test_memory_cap_stops_a_parser_that_builds_too_much(tmp_path: Path) -> None:
+def test_memory_cap_stops_a_parser_that_builds_too_much(
+    roomy_pool: ParserPool, tmp_path: Path
+) -> None:
     """With the element guard raised, python-docx would build GBs: the cap stops it."""
-    pool = ParserPool(1, ParseBudget(cpu_seconds=120, memory_mb=512))
     bomb = make_docx_element_bomb(tmp_path / "bomb.docx", 3_000_000)
     with pytest.raises(LimitExceeded, match="more than 512 MB of memory.*KB_PARSE_MEMORY_MB"):
-        parse(pool, bomb, Limits(max_docx_elements=10**9))
-    pool.close()
+        parse(roomy_pool, bomb, Limits(max_docx_elements=10**9))
 
 
 def test_deeply_nested_docx_fails_on_depth(pool: ParserPool, tmp_path: Path) -> None:
