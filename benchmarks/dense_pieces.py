@@ -1,0 +1,224 @@
+"""Multi-vector dense scores, measured offline on a ``kb eval`` index.
+
+all-MiniLM-L6-v2 was trained on inputs of at most 128 word pieces, and kb's
+chunks are 256 tokens. This script embeds every stored chunk again as pieces
+of ``--piece-tokens`` (title in front of each, as the chunk has it), scores a
+chunk by its best piece, and fuses that dense leg with kb's own lexical leg
+through kb's own fusion, at the depths ``kb eval`` uses. The rows it prints
+beside the product's own dense and hybrid figures say what storing one vector
+per piece instead of one per chunk would buy, and what embedding the pieces
+costs against embedding the chunks whole (the same embedder, timed in the
+same run). Nothing is written to the index.
+
+The data dir is a ``kb eval`` one (``KB_DATA_DIR`` of an earlier ``kb eval``
+run); a corpus not indexed there yet is ingested first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import SCIFACT, emit, repo_path
+
+from app.evaluate import index_corpus, rank_documents
+from app.factory import open_knowledge_base
+from app.service import KnowledgeBase
+from app.settings import Settings
+from retrieval.evaluation import Dataset, evaluate, load_dataset
+from retrieval.types import Chunk, Hit
+
+DEPTH = 100  # documents ranked per query, as kb eval
+CANDIDATES = 400  # chunk hits per leg, as kb eval asks for (4 per document)
+SENTENCE_END = re.compile(r"[.!?;。！？；]\s*")
+SPACE = re.compile(r"\s+")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default=str(SCIFACT))
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--data-dir", type=Path, required=True,
+                        help="KB_DATA_DIR of a kb eval run (the index is read, not changed)")
+    parser.add_argument("--piece-tokens", type=int, default=128,
+                        help="piece size in model tokens, title included")
+    parser.add_argument("--cut", choices=("even", "sentences"), default="even",
+                        help="even: equal pieces cut at spaces; sentences: at the sentence "
+                             "end nearest each equal cut, when within a quarter piece")
+    parser.add_argument("--weights", default="0.3,0.4,0.5", help="dense weights for hybrid")
+    parser.add_argument("--out", type=Path)
+    return parser.parse_args()
+
+
+def pieces(chunk: Chunk, size: int, count: Callable[[str], int], cut: str) -> list[str]:
+    """``chunk.text`` in ``ceil(tokens / room)`` pieces of about equal token counts, where
+    room is ``size`` less the title's tokens."""
+    room = size - (count(chunk.indexed_text) - count(chunk.text))
+    total = count(chunk.text)
+    n = math.ceil(total / max(16, room))
+    if n <= 1:
+        return [chunk.text]
+    text = chunk.text
+    spaces = [m.end() for m in SPACE.finditer(text)] or list(range(1, len(text)))
+    sentences = [m.end() for m in SENTENCE_END.finditer(text)] if cut == "sentences" else []
+    prefix = _prefix_counter(text, count)
+    cuts = [0]
+    for k in range(1, n):
+        target = total * k / n
+        at = _nearest(spaces, prefix, target, cuts[-1])
+        if sentences:
+            near = _nearest(sentences, prefix, target, cuts[-1])
+            if near is not None and abs(prefix(near) - target) <= room / 4:
+                at = near
+        if at is not None and at < len(text):
+            cuts.append(at)
+    cuts.append(len(text))
+    return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if text[a:b].strip()]
+
+
+def _prefix_counter(text: str, count: Callable[[str], int]) -> Callable[[int], int]:
+    seen: dict[int, int] = {}
+
+    def prefix(at: int) -> int:
+        if at not in seen:
+            seen[at] = count(text[:at])
+        return seen[at]
+
+    return prefix
+
+
+def _nearest(positions: Sequence[int], prefix: Callable[[int], int], target: float,
+             after: int) -> int | None:
+    """The position after ``after`` whose prefix token count is nearest ``target``."""
+    options = positions[bisect.bisect_right(positions, after):]
+    if not options:
+        return None
+    lo, hi = 0, len(options) - 1
+    while lo < hi:  # first option whose prefix reaches the target
+        mid = (lo + hi) // 2
+        if prefix(options[mid]) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    near = options[max(0, lo - 1): lo + 1]
+    return min(near, key=lambda p: abs(prefix(p) - target))
+
+
+def embed_all(kb: KnowledgeBase, texts: list[str]) -> tuple[np.ndarray, float]:
+    """Vectors of ``texts`` in slices of the pipeline's batch size, and the seconds taken."""
+    started = time.perf_counter()
+    parts = [kb.embedder.embed_documents(texts[i: i + kb.batch_size])
+             for i in range(0, len(texts), kb.batch_size)]
+    return np.vstack(parts), time.perf_counter() - started
+
+
+class PieceLeg:
+    """The dense leg over piece vectors: a chunk scores as its best piece."""
+
+    def __init__(self, chunks: list[Chunk], owner: np.ndarray, vectors: np.ndarray) -> None:
+        self.chunks, self.owner, self.vectors = chunks, owner, vectors
+
+    def hits(self, query_vector: np.ndarray, k: int) -> list[Hit]:
+        best = np.full(len(self.chunks), -1.0, dtype=np.float32)
+        np.maximum.at(best, self.owner, self.vectors @ query_vector)
+        top = np.argsort(-best)[:k]
+        return [_hit(self.chunks[i], float(best[i])) for i in top]
+
+
+def _hit(chunk: Chunk, score: float) -> Hit:
+    return Hit(document_id=chunk.document_id, source=chunk.source,
+               chunk_index=chunk.chunk_index, text=chunk.text, score=score,
+               generation=chunk.generation)
+
+
+def documents(hits: list[Hit]) -> list[str]:
+    """Corpus ids best first, each document as its best chunk (as ``kb eval``)."""
+    ranking: list[str] = []
+    for hit in hits:
+        doc_id = Path(hit.source).stem
+        if doc_id not in ranking:
+            ranking.append(doc_id)
+    return ranking[:DEPTH]
+
+
+def product_ranker(kb: KnowledgeBase, mode: str) -> Callable[[str], list[str]]:
+    """``kb eval``'s own ranking (one vector per chunk) in ``mode``."""
+    return lambda query: rank_documents(kb, query, DEPTH, mode)
+
+
+def scored(dataset: Dataset, rank: Callable[[str], list[str]]) -> dict[str, float]:
+    return {name: round(value, 4) for name, value in evaluate(dataset, rank).items()
+            if name != "queries"}
+
+
+def main() -> None:
+    args = parse_args()
+    root = repo_path(args.dataset)
+    dataset = load_dataset(root, args.split)
+    data_dir = args.data_dir.expanduser().resolve() / "eval" / root.resolve().name
+    kb = open_knowledge_base(Settings(data_dir=data_dir))
+    try:
+        index_corpus(kb, dataset)
+        chunks = [c for page in kb.store.chunks() for c in page]
+        owner: list[int] = []
+        texts: list[str] = []
+        for i, chunk in enumerate(chunks):
+            for piece in pieces(chunk, args.piece_tokens, kb.embedder.count_tokens, args.cut):
+                owner.append(i)
+                texts.append(replace(chunk, text=piece).indexed_text)
+        piece_vectors, piece_seconds = embed_all(kb, texts)
+        _, whole_seconds = embed_all(kb, [c.indexed_text for c in chunks])
+        leg = PieceLeg(chunks, np.asarray(owner), piece_vectors)
+        queries: dict[str, tuple[np.ndarray, list[Hit]]] = {}
+
+        def legs(query: str) -> tuple[np.ndarray, list[Hit]]:
+            if query not in queries:
+                queries[query] = (kb.embedder.embed_query(query),
+                                  kb.store.lexical_query(query, CANDIDATES))
+            return queries[query]
+
+        def piece_ranker(weight: float | None) -> Callable[[str], list[str]]:
+            fusion = replace(kb.fusion, dense_weight=weight or 0.0)
+
+            def rank(query: str) -> list[str]:
+                vector, lexical = legs(query)
+                dense = leg.hits(vector, CANDIDATES)
+                return documents(dense if weight is None else
+                                 fusion.fuse(query, dense, lexical))
+            return rank
+
+        weights = [float(w) for w in args.weights.split(",")]
+        result: dict[str, Any] = {
+            "dataset": root.name, "split": args.split, "chunks": len(chunks),
+            "pieces": len(texts), "piece_tokens": args.piece_tokens, "cut": args.cut,
+            "embed_seconds": {"whole_chunks": round(whole_seconds, 1),
+                              "pieces": round(piece_seconds, 1)},
+            "embed_ratio_pieces_vs_whole": round(piece_seconds / whole_seconds, 3),
+            "product_dense_weight": kb.fusion.dense_weight,
+            "one_vector_per_chunk": {
+                mode: scored(dataset, product_ranker(kb, mode))
+                for mode in ("dense", "lexical", "hybrid")},
+            "best_piece": {"dense": scored(dataset, piece_ranker(None))},
+        }
+        product = kb.fusion
+        for weight in weights:
+            kb.fusion = replace(product, dense_weight=weight)
+            result["one_vector_per_chunk"][f"hybrid w={weight}"] = scored(
+                dataset, product_ranker(kb, "hybrid"))
+            result["best_piece"][f"hybrid w={weight}"] = scored(dataset, piece_ranker(weight))
+        kb.fusion = product
+        emit(result, str(args.out) if args.out else None)
+    finally:
+        kb.close()
+
+
+if __name__ == "__main__":
+    main()
