@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from ingest.pipeline import FAILED
 from retrieval.errors import KbError
 from retrieval.evaluation import Dataset, Ranking, evaluate, load_dataset
 from retrieval.search import HYBRID, MODES
+from retrieval.types import Hit
 
 CHUNKS_PER_DOCUMENT_DEPTH = 4  # chunk hits fetched per document wanted (Recall@100)
 RERANKED = "hybrid+rerank"  # the row kb eval adds when a reranker is configured
@@ -86,9 +88,15 @@ def rank_documents(
     kb: KnowledgeBase, query: str, depth: int, mode: str = HYBRID, rerank: bool = False
 ) -> Ranking:
     """Corpus ids best first: each document scores as its best chunk."""
+    hits = kb.search(query, depth * CHUNKS_PER_DOCUMENT_DEPTH, mode=mode, rerank=rerank)
+    return documents(hits, depth)
+
+
+def documents(hits: Iterable[Hit], depth: int) -> Ranking:
+    """The first ``depth`` corpus ids (file stems) of ``hits``, each at its best chunk."""
     ranking: list[str] = []
     seen: set[str] = set()
-    for hit in kb.search(query, depth * CHUNKS_PER_DOCUMENT_DEPTH, mode=mode, rerank=rerank):
+    for hit in hits:
         doc_id = Path(hit.source).stem
         if doc_id not in seen:
             seen.add(doc_id)

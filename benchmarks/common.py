@@ -95,6 +95,16 @@ def rate(count: float, seconds: float) -> float:
     return round(count / seconds, 2) if seconds > 0 else 0.0
 
 
+def embed_in_slices(embedder: Any, texts: list[str], batch: int) -> tuple[np.ndarray, float]:
+    """``embed_documents`` over ``texts`` in slices of ``batch``, as the pipeline: the
+    vectors, and the seconds the embedding took."""
+    start = time.perf_counter()
+    parts = [embedder.embed_documents(texts[first : first + batch])
+             for first in range(0, len(texts), batch)]
+    seconds = time.perf_counter() - start
+    return np.vstack(parts), seconds
+
+
 def emit(result: dict[str, Any], out: str | None) -> None:
     """Print ``result`` as JSON and also write it to ``out`` when given."""
     text = json.dumps(result, indent=2)

@@ -20,16 +20,15 @@ import argparse
 import bisect
 import math
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import SCIFACT, emit, repo_path
+from common import SCIFACT, embed_in_slices, emit, repo_path
 
-from app.evaluate import index_corpus, rank_documents
+from app.evaluate import CHUNKS_PER_DOCUMENT_DEPTH, documents, index_corpus, rank_documents
 from app.factory import open_knowledge_base
 from app.service import KnowledgeBase
 from app.settings import Settings
@@ -37,8 +36,7 @@ from retrieval.evaluation import Dataset, evaluate, load_dataset
 from retrieval.types import Chunk, Hit
 
 DEPTH = 100  # documents ranked per query, as kb eval
-CANDIDATES = 400  # chunk hits per leg, as kb eval asks for (4 per document)
-SENTENCE_END = re.compile(r"[.!?;。！？；]\s*")
+CANDIDATES = DEPTH * CHUNKS_PER_DOCUMENT_DEPTH  # chunk hits per leg, as kb eval
 SPACE = re.compile(r"\s+")
 
 
@@ -50,17 +48,14 @@ def parse_args() -> argparse.Namespace:
                         help="KB_DATA_DIR of a kb eval run (the index is read, not changed)")
     parser.add_argument("--piece-tokens", type=int, default=128,
                         help="piece size in model tokens, title included")
-    parser.add_argument("--cut", choices=("even", "sentences"), default="even",
-                        help="even: equal pieces cut at spaces; sentences: at the sentence "
-                             "end nearest each equal cut, when within a quarter piece")
     parser.add_argument("--weights", default="0.3,0.4,0.5", help="dense weights for hybrid")
     parser.add_argument("--out", type=Path)
     return parser.parse_args()
 
 
-def pieces(chunk: Chunk, size: int, count: Callable[[str], int], cut: str) -> list[str]:
+def pieces(chunk: Chunk, size: int, count: Callable[[str], int]) -> list[str]:
     """``chunk.text`` in ``ceil(tokens / room)`` pieces of about equal token counts, where
-    room is ``size`` less the title's tokens."""
+    room is ``size`` less the title's tokens; cut at the space nearest each equal share."""
     room = size - (count(chunk.indexed_text) - count(chunk.text))
     total = count(chunk.text)
     n = math.ceil(total / max(16, room))
@@ -68,16 +63,11 @@ def pieces(chunk: Chunk, size: int, count: Callable[[str], int], cut: str) -> li
         return [chunk.text]
     text = chunk.text
     spaces = [m.end() for m in SPACE.finditer(text)] or list(range(1, len(text)))
-    sentences = [m.end() for m in SENTENCE_END.finditer(text)] if cut == "sentences" else []
     prefix = _prefix_counter(text, count)
     cuts = [0]
     for k in range(1, n):
         target = total * k / n
         at = _nearest(spaces, prefix, target, cuts[-1])
-        if sentences:
-            near = _nearest(sentences, prefix, target, cuts[-1])
-            if near is not None and abs(prefix(near) - target) <= room / 4:
-                at = near
         if at is not None and at < len(text):
             cuts.append(at)
     cuts.append(len(text))
@@ -112,14 +102,6 @@ def _nearest(positions: Sequence[int], prefix: Callable[[int], int], target: flo
     return min(near, key=lambda p: abs(prefix(p) - target))
 
 
-def embed_all(kb: KnowledgeBase, texts: list[str]) -> tuple[np.ndarray, float]:
-    """Vectors of ``texts`` in slices of the pipeline's batch size, and the seconds taken."""
-    started = time.perf_counter()
-    parts = [kb.embedder.embed_documents(texts[i: i + kb.batch_size])
-             for i in range(0, len(texts), kb.batch_size)]
-    return np.vstack(parts), time.perf_counter() - started
-
-
 class PieceLeg:
     """The dense leg over piece vectors: a chunk scores as its best piece."""
 
@@ -137,16 +119,6 @@ def _hit(chunk: Chunk, score: float) -> Hit:
     return Hit(document_id=chunk.document_id, source=chunk.source,
                chunk_index=chunk.chunk_index, text=chunk.text, score=score,
                generation=chunk.generation)
-
-
-def documents(hits: list[Hit]) -> list[str]:
-    """Corpus ids best first, each document as its best chunk (as ``kb eval``)."""
-    ranking: list[str] = []
-    for hit in hits:
-        doc_id = Path(hit.source).stem
-        if doc_id not in ranking:
-            ranking.append(doc_id)
-    return ranking[:DEPTH]
 
 
 def product_ranker(kb: KnowledgeBase, mode: str) -> Callable[[str], list[str]]:
@@ -171,11 +143,12 @@ def main() -> None:
         owner: list[int] = []
         texts: list[str] = []
         for i, chunk in enumerate(chunks):
-            for piece in pieces(chunk, args.piece_tokens, kb.embedder.count_tokens, args.cut):
+            for piece in pieces(chunk, args.piece_tokens, kb.embedder.count_tokens):
                 owner.append(i)
                 texts.append(replace(chunk, text=piece).indexed_text)
-        piece_vectors, piece_seconds = embed_all(kb, texts)
-        _, whole_seconds = embed_all(kb, [c.indexed_text for c in chunks])
+        piece_vectors, piece_seconds = embed_in_slices(kb.embedder, texts, kb.batch_size)
+        _, whole_seconds = embed_in_slices(
+            kb.embedder, [c.indexed_text for c in chunks], kb.batch_size)
         leg = PieceLeg(chunks, np.asarray(owner), piece_vectors)
         queries: dict[str, tuple[np.ndarray, list[Hit]]] = {}
 
@@ -192,13 +165,13 @@ def main() -> None:
                 vector, lexical = legs(query)
                 dense = leg.hits(vector, CANDIDATES)
                 return documents(dense if weight is None else
-                                 fusion.fuse(query, dense, lexical))
+                                 fusion.fuse(query, dense, lexical), DEPTH)
             return rank
 
         weights = [float(w) for w in args.weights.split(",")]
         result: dict[str, Any] = {
             "dataset": root.name, "split": args.split, "chunks": len(chunks),
-            "pieces": len(texts), "piece_tokens": args.piece_tokens, "cut": args.cut,
+            "pieces": len(texts), "piece_tokens": args.piece_tokens,
             "embed_seconds": {"whole_chunks": round(whole_seconds, 1),
                               "pieces": round(piece_seconds, 1)},
             "embed_ratio_pieces_vs_whole": round(piece_seconds / whole_seconds, 3),

@@ -70,14 +70,6 @@ def stored_chunks(kb: Any, order: dict[str, int]) -> list[str]:
     return [c.indexed_text for c in chunks]
 
 
-def embed_in_slices(embedder: Any, texts: list[str], batch: int) -> float:
-    """Seconds for ``embed_documents`` over ``texts`` in slices of ``batch``, as the pipeline."""
-    start = time.perf_counter()
-    for first in range(0, len(texts), batch):
-        embedder.embed_documents(texts[first : first + batch])
-    return time.perf_counter() - start
-
-
 def warm_up_parsers(kb: Any, data_dir: Path) -> None:
     """Start the parser workers, as a running service has them (a start is ~0.4 s of a
     Python process, once per worker, not per file), with a few files ingested and removed."""
@@ -133,10 +125,10 @@ def pipeline_in_process(
     try:
         kb.embedder.embed_documents(["warm up the model"])
         warm_up_parsers(kb, data_dir)
-        before = embed_in_slices(kb.embedder, known_chunks, kb.batch_size)
+        _, before = common.embed_in_slices(kb.embedder, known_chunks, kb.batch_size)
         seconds = ingest_all(kb, files)
         chunks = stored_chunks(kb, {p.name: i for i, p in enumerate(files)})
-        after = embed_in_slices(kb.embedder, chunks, kb.batch_size)
+        _, after = common.embed_in_slices(kb.embedder, chunks, kb.batch_size)
         count = kb.embedder.count_tokens
         return {
             "inprocess_s": seconds, "chunks": len(chunks),
