@@ -67,4 +67,5 @@ def open_knowledge_base(settings: Settings) -> KnowledgeBase:
         chunking=chunking, batch_size=settings.embed_batch_size, llm=llm,
         min_score=settings.min_score, fusion=fusion, reranker=reranker,
         rerank_top_n=settings.rerank_top_n, owns_clients=True, parser=parser,
+        piece_tokens=settings.piece_tokens(embedder.name),
     )

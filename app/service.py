@@ -49,6 +49,7 @@ class KnowledgeBase:
         chunking: ChunkSettings, batch_size: int = 64, llm: ChatModel | None = None,
         min_score: float = 0.0, fusion: Fusion | None = None, reranker: Reranker | None = None,
         rerank_top_n: int = 30, owns_clients: bool = False, parser: Parser | None = None,
+        piece_tokens: int = 0,
     ) -> None:
         self.data_dir, self.embedder, self.backend = data_dir, embedder, backend
         self.llm, self.min_score, self.fusion = llm, min_score, fusion or Fusion()
@@ -64,7 +65,6 @@ class KnowledgeBase:
         tokenizer = embedder.tokenizer_path
         self.chunk_plan = None if tokenizer is None else ChunkPlan(fitted, tokenizer)
         self.embedding_id = embedder.embedding_id
-        self.fingerprint = _fingerprint(self.embedding_id, fitted)
         self._owns_parser = owns_clients or parser is None
         self.parser = parser or ParserPool(os.cpu_count() or 1)
         # Uploads and deletes run side by side (``Claims`` orders writes to one document);
@@ -72,6 +72,11 @@ class KnowledgeBase:
         self.gate, self.claims = Gate(), Claims()
         self.closing = threading.Event()  # set on shutdown: running work cancels itself
         self.store = self._active_store()
+        # Dense pieces where the store keeps several vectors a chunk and a chunk can hold
+        # more than one piece.
+        fits = self.store.pieces and 0 < piece_tokens < fitted.tokens
+        self.piece_tokens = piece_tokens if fits else 0
+        self.fingerprint = _fingerprint(self.embedding_id, fitted, self.piece_tokens)
         self.recover()
         self._unusable = self._refusal()  # decided once: only a re-index changes it
 
@@ -416,6 +421,7 @@ class KnowledgeBase:
             "dimension": self.embedder.dimension,
             "chunk_tokens": self.chunker.settings.tokens,
             "chunk_overlap": self.chunker.settings.overlap,
+            "dense_piece_tokens": self.piece_tokens,
             "collection": self.store.name,
             "vectors": self.store.count(),
             "lexical_chunks": self.store.lexical_count(),
@@ -441,6 +447,7 @@ class KnowledgeBase:
             originals=self.originals, limits=self.limits, fingerprint=self.fingerprint,
             committer=committer, parser=self.parser, claims=self.claims,
             batch_size=self.batch_size, chunk_plan=self.chunk_plan,
+            piece_tokens=self.piece_tokens,
         )
 
     def _reindex_sources(self) -> list[Source]:
@@ -467,10 +474,13 @@ def _empty_folder(folder: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _fingerprint(embedding_id: str, chunking: ChunkSettings) -> str:
+def _fingerprint(embedding_id: str, chunking: ChunkSettings, piece_tokens: int) -> str:
     """What produced a document's vectors; a change re-embeds it on the next ingest."""
-    spec = {"parser": PARSER_VERSION, "embedding": embedding_id, "store": STORE_VERSION,
-            "chunk_tokens": chunking.tokens, "chunk_overlap": chunking.overlap}
+    spec: dict[str, object] = {
+        "parser": PARSER_VERSION, "embedding": embedding_id, "store": STORE_VERSION,
+        "chunk_tokens": chunking.tokens, "chunk_overlap": chunking.overlap}
+    if piece_tokens:  # absent when off, so indexes made before pieces stay current
+        spec["piece_tokens"] = piece_tokens
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.ocr import OcrSettings
+from ingest.pieces import DEFAULT_PIECE_TOKENS
 from retrieval.embedders import DEFAULT_MODEL
 
 MB = 2**20
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     chunk_tokens: int = Field(default=256, ge=16, description="chunk size in model tokens")
     chunk_overlap: int = Field(default=32, ge=0)
+    dense_piece_tokens: int | None = Field(
+        default=None, ge=0, description="embed each chunk as pieces of at most this many "
+        "tokens, scored by the best (0: one vector per chunk); unset: 128 for the packaged "
+        "model (what it was trained on), 0 for any other; Chroma store only",
+    )
     embed_batch_size: int = Field(
         default=256, ge=1, description="chunks per embedding call; larger pads less"
     )
@@ -147,6 +153,12 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """An empty variable (``KB_X=``) means unset, as in docker-compose files."""
         return None if value == "" else value
+
+    def piece_tokens(self, model_name: str) -> int:
+        """The dense piece size (0: off); see ``dense_piece_tokens``."""
+        if self.dense_piece_tokens is not None:
+            return self.dense_piece_tokens
+        return DEFAULT_PIECE_TOKENS if model_name == DEFAULT_MODEL else 0
 
     def covered_scripts(self, model_name: str) -> frozenset[str] | None:
         """What the embedding model knows (``None``: every script); see ``embedding_scripts``."""

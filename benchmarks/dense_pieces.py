@@ -17,10 +17,7 @@ run); a corpus not indexed there yet is ingested first.
 from __future__ import annotations
 
 import argparse
-import bisect
-import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,12 +29,12 @@ from app.evaluate import CHUNKS_PER_DOCUMENT_DEPTH, documents, index_corpus, ran
 from app.factory import open_knowledge_base
 from app.service import KnowledgeBase
 from app.settings import Settings
+from ingest.pieces import piece_texts
 from retrieval.evaluation import Dataset, evaluate, load_dataset
 from retrieval.types import Chunk, Hit
 
 DEPTH = 100  # documents ranked per query, as kb eval
 CANDIDATES = DEPTH * CHUNKS_PER_DOCUMENT_DEPTH  # chunk hits per leg, as kb eval
-SPACE = re.compile(r"\s+")
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,55 +48,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weights", default="0.3,0.4,0.5", help="dense weights for hybrid")
     parser.add_argument("--out", type=Path)
     return parser.parse_args()
-
-
-def pieces(chunk: Chunk, size: int, count: Callable[[str], int]) -> list[str]:
-    """``chunk.text`` in ``ceil(tokens / room)`` pieces of about equal token counts, where
-    room is ``size`` less the title's tokens; cut at the space nearest each equal share."""
-    room = size - (count(chunk.indexed_text) - count(chunk.text))
-    total = count(chunk.text)
-    n = math.ceil(total / max(16, room))
-    if n <= 1:
-        return [chunk.text]
-    text = chunk.text
-    spaces = [m.end() for m in SPACE.finditer(text)] or list(range(1, len(text)))
-    prefix = _prefix_counter(text, count)
-    cuts = [0]
-    for k in range(1, n):
-        target = total * k / n
-        at = _nearest(spaces, prefix, target, cuts[-1])
-        if at is not None and at < len(text):
-            cuts.append(at)
-    cuts.append(len(text))
-    return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if text[a:b].strip()]
-
-
-def _prefix_counter(text: str, count: Callable[[str], int]) -> Callable[[int], int]:
-    seen: dict[int, int] = {}
-
-    def prefix(at: int) -> int:
-        if at not in seen:
-            seen[at] = count(text[:at])
-        return seen[at]
-
-    return prefix
-
-
-def _nearest(positions: Sequence[int], prefix: Callable[[int], int], target: float,
-             after: int) -> int | None:
-    """The position after ``after`` whose prefix token count is nearest ``target``."""
-    options = positions[bisect.bisect_right(positions, after):]
-    if not options:
-        return None
-    lo, hi = 0, len(options) - 1
-    while lo < hi:  # first option whose prefix reaches the target
-        mid = (lo + hi) // 2
-        if prefix(options[mid]) < target:
-            lo = mid + 1
-        else:
-            hi = mid
-    near = options[max(0, lo - 1): lo + 1]
-    return min(near, key=lambda p: abs(prefix(p) - target))
 
 
 class PieceLeg:
@@ -143,9 +91,9 @@ def main() -> None:
         owner: list[int] = []
         texts: list[str] = []
         for i, chunk in enumerate(chunks):
-            for piece in pieces(chunk, args.piece_tokens, kb.embedder.count_tokens):
+            for text in piece_texts(chunk, args.piece_tokens, kb.embedder.count_tokens):
                 owner.append(i)
-                texts.append(replace(chunk, text=piece).indexed_text)
+                texts.append(text)
         piece_vectors, piece_seconds = embed_in_slices(kb.embedder, texts, kb.batch_size)
         _, whole_seconds = embed_in_slices(
             kb.embedder, [c.indexed_text for c in chunks], kb.batch_size)

@@ -29,6 +29,8 @@ from typing import Any
 
 import common
 
+from ingest.pieces import piece_texts
+
 TARGET_RATIO = 0.9
 RAW_BATCH = 32
 COSINE_CHUNKS = 1000  # chunks whose vectors are compared with PyTorch's
@@ -63,11 +65,16 @@ def raw_whole_texts(model: Any, texts: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def stored_chunks(kb: Any, order: dict[str, int]) -> list[str]:
-    """The texts the pipeline embedded (chunks with their titles), in the order it did."""
-    chunks = [c for page in kb.store.chunks() for c in page]
-    chunks.sort(key=lambda c: (order[c.source], c.chunk_index))
-    return [c.indexed_text for c in chunks]
+def stored_chunks(kb: Any, files: list[Path]) -> list[str]:
+    """The chunks the pipeline made, with their titles, in the order it embedded them."""
+    return [c.indexed_text for c in stored_chunk_objects(kb, files)]
+
+
+def stored_chunk_objects(kb: Any, files: list[Path]) -> list[Any]:
+    """The stored chunks themselves, in embedding order."""
+    order = {p.name: i for i, p in enumerate(files)}
+    return sorted((c for page in kb.store.chunks() for c in page),
+                  key=lambda c: (order[c.source], c.chunk_index))
 
 
 def warm_up_parsers(kb: Any, data_dir: Path) -> None:
@@ -94,7 +101,7 @@ def first_chunks(files: list[Path], data_dir: Path) -> list[str]:
     kb = open_knowledge_base(common.bench_settings(data_dir))
     try:
         ingest_all(kb, files)
-        return stored_chunks(kb, {p.name: i for i, p in enumerate(files)})
+        return stored_chunks(kb, files)
     finally:
         kb.close()
 
@@ -127,13 +134,17 @@ def pipeline_in_process(
         warm_up_parsers(kb, data_dir)
         _, before = common.embed_in_slices(kb.embedder, known_chunks, kb.batch_size)
         seconds = ingest_all(kb, files)
-        chunks = stored_chunks(kb, {p.name: i for i, p in enumerate(files)})
+        chunks = stored_chunks(kb, files)
         _, after = common.embed_in_slices(kb.embedder, chunks, kb.batch_size)
         count = kb.embedder.count_tokens
+        pieces = [t for c in stored_chunk_objects(kb, files)
+                  for t in piece_texts(c, kb.piece_tokens, count)]
+        _, pieces_s = common.embed_in_slices(kb.embedder, pieces, kb.batch_size)
         return {
             "inprocess_s": seconds, "chunks": len(chunks),
             "same_chunks_s": (before + after) / 2,
             "same_chunks_before_s": before, "same_chunks_after_s": after,
+            "pieces": len(pieces), "same_pieces_s": pieces_s, "piece_tokens": kb.piece_tokens,
             "batch_size": kb.batch_size, "chunk_tokens": kb.chunker.settings.tokens,
             "tokens_whole": sum(min(count(t), TOKEN_CAP) for t in texts),
             "tokens_chunks": sum(count(c) for c in chunks),
@@ -201,6 +212,12 @@ def one_round(
         "pipeline_inprocess_docs_per_s": pipeline,
         "pipeline_cli_docs_per_s": cli,
         "ratio_pipeline_vs_same_chunks": round(pipeline / same, 3),
+        # What the pipeline embeds with dense pieces on: each chunk's pieces (one pass).
+        "dense_piece_tokens": inproc["piece_tokens"],
+        "pieces": inproc["pieces"],
+        "ratio_pipeline_vs_same_pieces": round(
+            common.rate(docs, inproc["inprocess_s"]) / common.rate(docs, inproc["same_pieces_s"]),
+            3),
         "embedding_id": inproc["runtime"],
         "raw_torch_same_chunks_docs_per_s": common.rate(docs, torch_s),
         "ratio_pipeline_vs_torch_same_chunks": round(torch_s / inproc["inprocess_s"], 3),
@@ -215,6 +232,7 @@ def one_round(
             "raw_same_chunks": round(same_s, 2),
             "raw_same_chunks_before": round(inproc["same_chunks_before_s"], 2),
             "raw_same_chunks_after": round(inproc["same_chunks_after_s"], 2),
+            "raw_same_pieces": round(inproc["same_pieces_s"], 2),
             "raw_torch_same_chunks": round(torch_s, 2),
             "raw_torch_same_chunks_before": round(before_s, 2),
             "raw_torch_same_chunks_after": round(after_s, 2),

@@ -28,18 +28,17 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import quote, unquote
 
-import numpy as np
-
 from ingest.catalog import INDEXED, Catalog, Document
 from ingest.chunking import Chunker
 from ingest.claims import Claims
 from ingest.loaders import Limits, detect_type
 from ingest.ocr import PageCounts
 from ingest.originals import Originals
+from ingest.pieces import embed_pieces
 from ingest.workers import Cancel, ChunkPlan, Parser, never
 from retrieval.embedders import Embedder
 from retrieval.errors import Cancelled, InvalidDocument
-from retrieval.stores import VectorStore
+from retrieval.stores import ChunkVectors, VectorStore
 from retrieval.types import Chunk, Segment
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ class _Copied:
     """Chunks with vectors taken from an identical indexed file."""
 
     chunks: list[Chunk]
-    vectors: np.ndarray
+    vectors: ChunkVectors
 
 
 @dataclass
@@ -158,7 +157,7 @@ class _Pending:
     """A batch being embedded, and the documents complete once it is written."""
 
     batch: list[Chunk]
-    vectors: Future[np.ndarray]
+    vectors: Future[ChunkVectors]
     ended: list[str]
 
 
@@ -190,6 +189,7 @@ class Pipeline:
         claims: Claims | None = None,
         batch_size: int = 64,
         chunk_plan: ChunkPlan | None = None,
+        piece_tokens: int = 0,
     ) -> None:
         self.catalog, self.store, self.embedder = catalog, store, embedder
         self.chunker, self.originals, self.limits = chunker, originals, limits
@@ -197,6 +197,7 @@ class Pipeline:
         self.parser, self.claims = parser, claims or Claims()
         # With a plan, the parser workers chunk (the same cuts ``chunker`` makes).
         self.chunk_plan = chunk_plan
+        self.piece_tokens = piece_tokens  # > 0: a vector per dense piece (``ingest.pieces``)
         # When set (``keep_text``), the text each parsed document yielded, by document id.
         self.texts: dict[str, list[str]] | None = None
 
@@ -453,11 +454,15 @@ class Pipeline:
         state.batch, state.ended = [], []
         self._write_pending(state, report)
         if batch:
-            texts = [c.indexed_text for c in batch]
-            vectors = state.embedding.submit(self.embedder.embed_documents, texts)
-            state.pending = _Pending(batch, vectors, ended)
+            state.pending = _Pending(batch, state.embedding.submit(self._embed, batch), ended)
         else:
             self._commit(state, ended, report)
+
+    def _embed(self, batch: list[Chunk]) -> ChunkVectors:
+        """The batch's vectors: one per chunk, or one per dense piece of each chunk."""
+        if self.piece_tokens:
+            return embed_pieces(self.embedder, batch, self.piece_tokens)
+        return self.embedder.embed_documents([c.indexed_text for c in batch])
 
     def _write_pending(self, state: _State, report: Callable[[Outcome], None]) -> None:
         """Write the batch being embedded, then commit the documents it completes."""

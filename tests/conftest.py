@@ -28,6 +28,10 @@ from retrieval.stores.hybrid import HybridBackend  # noqa: E402
 from retrieval.stores.milvus import MilvusBackend  # noqa: E402
 
 MakeKb = Callable[..., KnowledgeBase]
+# Dense pieces as the product makes them, but small: the tests' short texts are then
+# stored as several pieces a chunk, so every write, copy, crash and recovery test runs
+# through them (on the Chroma path; Milvus keeps one vector a chunk).
+TEST_PIECE_TOKENS = 24
 CHROMA = Path(sys.executable).with_name("chroma")
 MILVUS_LITE = Path(sys.executable).with_name("milvus-lite")
 
@@ -175,13 +179,13 @@ def make_kb(
     def make(
         data_dir: Path | None = None, *, use: Embedder | None = None, limits: Limits | None = None,
         chunking: ChunkSettings | None = None, batch_size: int = 16,
-        parser: ParserPool | None = None,
+        parser: ParserPool | None = None, piece_tokens: int = TEST_PIECE_TOKENS,
     ) -> KnowledgeBase:
         root = data_dir or tmp_path / "data"
         kb = KnowledgeBase(
             data_dir=root, embedder=use or embedder, backend=store_backend,
             limits=limits or Limits(), chunking=chunking or ChunkSettings(),
-            batch_size=batch_size, parser=parser or parser_pool,
+            batch_size=batch_size, parser=parser or parser_pool, piece_tokens=piece_tokens,
         )
         opened.append(kb)
         return kb

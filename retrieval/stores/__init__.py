@@ -29,6 +29,9 @@ from retrieval.errors import UpstreamUnavailable
 from retrieval.types import Chunk, Hit, Scope
 
 StoreKind = Literal["chroma", "milvus"]
+# Each chunk's vector (a row), or the vectors of its dense pieces (a 2-d array, one row
+# a piece; ``ingest.pieces``): the chunk's dense score is its best piece's.
+ChunkVectors = np.ndarray | Sequence[np.ndarray]
 SHARED = ""  # the owner stored on chunks of documents everyone may see
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts when a store server drops out
 
@@ -36,7 +39,9 @@ RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between attempts when a store server d
 class VectorStore(Protocol):
     """Where chunk vectors live."""
 
-    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+    pieces: bool  # whether a chunk may have several vectors (see ``ChunkVectors``)
+
+    def add(self, chunks: Sequence[Chunk], vectors: ChunkVectors) -> None:
         """Write chunks with their vectors (upsert by chunk id)."""
 
     def delete(self, document_id: str, generation: int | None = None) -> None:
@@ -51,7 +56,8 @@ class VectorStore(Protocol):
     def count(self) -> int:
         """Number of chunks stored."""
 
-    def stored(self, document_id: str, generation: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+    def stored(self, document_id: str, generation: int
+               ) -> Iterator[tuple[list[Chunk], ChunkVectors]]:
         """One document generation's chunks and their vectors, in pages."""
 
 

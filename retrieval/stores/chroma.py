@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 
 from retrieval.errors import UpstreamUnavailable
-from retrieval.stores import SHARED, retrying
+from retrieval.stores import SHARED, ChunkVectors, retrying
 from retrieval.types import Chunk, Hit, Scope
 
 
@@ -31,6 +31,15 @@ _resilient = retrying(
     _disconnected, "Chroma server unreachable at {where}: {error}; is it running? (KB_CHROMA_URL)"
 )
 
+# A chunk with several dense pieces has a record per piece: the chunk's own (its id, all
+# its metadata, PIECES saying how many) and one per further piece (PIECE set, id
+# ``<chunk id>/<n>``), which carries only what deletes and scope filters read.
+PIECES, PIECE, PIECE_MARK = "pieces", "piece", "/"
+CHUNKS = {PIECE: {"$ne": True}}  # the chunks' own records (true too where PIECE is absent)
+MORE_PIECES = {PIECE: True}
+PIECE_SPREAD = 3  # records fetched per chunk wanted, so k distinct chunks come back
+MAX_SPREAD = 24
+
 
 class ChromaStore:
     """One Chroma collection with cosine distance.
@@ -39,22 +48,38 @@ class ChromaStore:
     each is retried briefly when a Chroma server drops the connection.
     """
 
+    pieces = True
+
     def __init__(self, collection: Any, max_batch: int, where: str = "embedded") -> None:
         self._collection = collection
         self._max_batch = max_batch
         self.name: str = collection.name
         self.where = where
+        # Whether any chunk has several records: searches then fetch more records.
+        self._pieces = bool(self._more_pieces(limit=1))
 
     @_resilient
-    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
-        """Upsert in slices no larger than Chroma's maximum batch size."""
-        for start in range(0, len(chunks), self._max_batch):
-            part = chunks[start : start + self._max_batch]
-            self._collection.upsert(
-                ids=[c.id for c in part],
-                embeddings=vectors[start : start + len(part)],
-                metadatas=[_metadata(c) | {"text": c.text} for c in part],
-            )
+    def _more_pieces(self, limit: int | None = None) -> list[str]:
+        """Ids of the records of chunks' further pieces."""
+        return list(self._collection.get(where=MORE_PIECES, include=[], limit=limit)["ids"])
+
+    @_resilient
+    def add(self, chunks: Sequence[Chunk], vectors: ChunkVectors) -> None:
+        """Upsert a record per chunk, and one per further dense piece, in slices no larger
+        than Chroma's maximum batch size."""
+        ids: list[str] = []
+        rows: list[np.ndarray] = []
+        metadatas: list[dict[str, Any]] = []
+        for chunk, vector in zip(chunks, vectors, strict=True):
+            own = np.atleast_2d(vector)
+            ids += [piece_id(chunk.id, p) for p in range(len(own))]
+            rows += list(own)
+            metadatas += _records(chunk, len(own))
+            self._pieces = self._pieces or len(own) > 1
+        for start in range(0, len(ids), self._max_batch):
+            end = start + self._max_batch
+            self._collection.upsert(ids=ids[start:end], embeddings=np.asarray(rows[start:end]),
+                                    metadatas=metadatas[start:end])
 
     @_resilient
     def delete(self, document_id: str, generation: int | None = None) -> None:
@@ -69,41 +94,55 @@ class ChromaStore:
         for document_id, generation in generations:
             self.delete(document_id, generation)
 
-    @_resilient
     def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
         """Nearest neighbours in ``scope`` (everything when ``None``); score is cosine
-        similarity (1 - distance)."""
-        if k <= 0 or (scope is not None and scope.nothing):
+        similarity (1 - distance), of the chunk's best piece."""
+        nearest = self.nearest(vector, k, scope)
+        if not nearest:
             return []
-        result = self._collection.query(
-            query_embeddings=[vector], n_results=k, where=_where(scope),
-            include=["documents", "metadatas", "distances"],
-        )
-        columns = (result["documents"][0], result["metadatas"][0], result["distances"][0])
-        rows = zip(*columns, strict=True)
-        return [_hit(text, meta, distance) for text, meta, distance in rows]
+        found = self._by_ids([i for i, _ in nearest])
+        rows = {i: (text, meta) for i, text, meta in
+                zip(found["ids"], found["documents"], found["metadatas"], strict=True)}
+        return [_hit(*rows[i], 1.0 - score) for i, score in nearest if i in rows]
+
+    @_resilient
+    def _by_ids(self, ids: list[str]) -> Any:
+        return self._collection.get(ids=ids, include=["documents", "metadatas"])
 
     @_resilient
     def nearest(self, vector: np.ndarray, k: int, scope: Scope | None = None
                 ) -> list[tuple[str, float]]:
-        """Chunk ids and cosine similarities of the nearest neighbours, without their
-        text and metadata (a query that returns those costs twice as much)."""
+        """Chunk ids and cosine similarities of the ``k`` nearest chunks (each by its best
+        piece), without their text and metadata (a query that returns those costs twice
+        as much)."""
         if k <= 0 or (scope is not None and scope.nothing):
             return []
-        result = self._collection.query(
-            query_embeddings=[vector], n_results=k, where=_where(scope), include=["distances"],
-        )
-        return [(i, 1.0 - float(d)) for i, d in zip(result["ids"][0], result["distances"][0],
-                                                    strict=True)]
+        spread = PIECE_SPREAD if self._pieces else 1
+        while True:
+            result = self._collection.query(
+                query_embeddings=[vector], n_results=k * spread, where=_where(scope),
+                include=["distances"],
+            )
+            ids = result["ids"][0]
+            best: dict[str, float] = {}
+            for i, distance in zip(ids, result["distances"][0], strict=True):
+                best.setdefault(i.partition(PIECE_MARK)[0], 1.0 - float(distance))
+            self._pieces = self._pieces or len(best) < len(ids)
+            # Too many pieces of the same chunks to make k: fetch deeper, unless that was all.
+            if len(best) >= k or len(ids) < k * spread or spread >= MAX_SPREAD:
+                return list(best.items())[:k]
+            spread *= 2
 
     @_resilient
     def count(self) -> int:
-        """Number of chunks in the collection."""
-        return int(self._collection.count())
+        """Number of chunks in the collection (a chunk's further pieces not counted)."""
+        return int(self._collection.count()) - len(self._more_pieces())
 
-    def stored(self, document_id: str, generation: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
-        """One document generation's chunks with their vectors, a page of at most max batch."""
-        where = {"$and": [{"document_id": document_id}, {"generation": generation}]}
+    def stored(self, document_id: str, generation: int
+               ) -> Iterator[tuple[list[Chunk], ChunkVectors]]:
+        """One document generation's chunks with their vectors (their pieces' when they
+        have several), a page of at most max batch chunks."""
+        where = {"$and": [{"document_id": document_id}, {"generation": generation}, CHUNKS]}
         offset = 0
         while True:
             page = self._get(where, offset)
@@ -111,8 +150,25 @@ class ChromaStore:
                 return
             rows = zip(page["documents"], page["metadatas"], strict=True)
             chunks = [_chunk(text, meta) for text, meta in rows]
-            yield chunks, np.asarray(page["embeddings"], dtype=np.float32)
+            vectors = np.asarray(page["embeddings"], dtype=np.float32)
+            counts = [int(meta.get(PIECES, 1)) for meta in page["metadatas"]]
+            yield chunks, (vectors if max(counts) == 1 else self._with_pieces(
+                page["ids"], vectors, counts))
             offset += len(chunks)
+
+    def _with_pieces(self, ids: list[str], firsts: np.ndarray, counts: list[int]
+                     ) -> list[np.ndarray]:
+        """Each chunk's piece vectors: its first (the chunk's record) and the rest."""
+        more = [piece_id(i, p) for i, n in zip(ids, counts, strict=True) for p in range(1, n)]
+        found = self._vectors(more)
+        vector_of = dict(zip(found["ids"], found["embeddings"], strict=True))
+        return [np.asarray([first, *(vector_of[piece_id(i, p)] for p in range(1, n))],
+                           dtype=np.float32)
+                for i, first, n in zip(ids, firsts, counts, strict=True)]
+
+    @_resilient
+    def _vectors(self, ids: list[str]) -> Any:
+        return self._collection.get(ids=ids, include=["embeddings"])
 
     @_resilient
     def _get(self, where: dict[str, Any], offset: int) -> Any:
@@ -130,15 +186,31 @@ class ChromaStore:
 
     def chunks(self) -> Iterator[list[Chunk]]:
         """Every stored chunk, without vectors, a page of at most max batch at a time."""
-        for offset in range(0, self.count(), self._max_batch):
-            page = self._page(offset)
-            yield [_chunk(t, m) for t, m in zip(page["documents"], page["metadatas"], strict=True)]
+        offset = 0
+        while page := self._page(offset):
+            yield page
+            offset += len(page)
 
     @_resilient
-    def _page(self, offset: int) -> Any:
-        return self._collection.get(
-            include=["documents", "metadatas"], limit=self._max_batch, offset=offset
+    def _page(self, offset: int) -> list[Chunk]:
+        page = self._collection.get(
+            where=CHUNKS, include=["documents", "metadatas"], limit=self._max_batch,
+            offset=offset,
         )
+        return [_chunk(t, m) for t, m in zip(page["documents"], page["metadatas"], strict=True)]
+
+
+def piece_id(chunk_id: str, piece: int) -> str:
+    """A piece's record id: the chunk's own for its first piece."""
+    return chunk_id if piece == 0 else f"{chunk_id}{PIECE_MARK}{piece}"
+
+
+def _records(chunk: Chunk, pieces: int) -> list[dict[str, Any]]:
+    """The metadata of a chunk's records: all of it on the first, and on further pieces
+    only what deletes and scope filters need."""
+    first = _metadata(chunk) | {"text": chunk.text} | ({PIECES: pieces} if pieces > 1 else {})
+    more = {key: first[key] for key in ("document_id", "generation", "chunk_index", "owner")}
+    return [first, *([more | {PIECE: True}] * (pieces - 1))]
 
 
 def _where(scope: Scope | None) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.lexical import LexicalIndex, LexicalIndexDamaged
-from retrieval.stores import Store, StoreKind
+from retrieval.stores import ChunkVectors, Store, StoreKind
 from retrieval.stores.chroma import ChromaBackend, ChromaStore
 from retrieval.types import Chunk, Hit, Scope
 
@@ -30,12 +30,14 @@ log = logging.getLogger(__name__)
 class HybridStore:
     """One Chroma collection and its lexical index, named alike."""
 
+    pieces = True
+
     def __init__(self, vectors: ChromaStore, lexical: LexicalIndex) -> None:
         self.vectors, self.lexical = vectors, lexical
         self.name = vectors.name
         self._writing = threading.Lock()  # concurrent uploads write one at a time
 
-    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+    def add(self, chunks: Sequence[Chunk], vectors: ChunkVectors) -> None:
         """Write chunks to both indexes; durable in both when this returns."""
         with self._writing:
             self.vectors.add(chunks, vectors)
@@ -71,7 +73,8 @@ class HybridStore:
         """Chunks in the vector store."""
         return self.vectors.count()
 
-    def stored(self, document_id: str, generation: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+    def stored(self, document_id: str, generation: int
+               ) -> Iterator[tuple[list[Chunk], ChunkVectors]]:
         """One document generation's chunks and vectors (from the vector store)."""
         return self.vectors.stored(document_id, generation)
 

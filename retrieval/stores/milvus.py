@@ -35,7 +35,7 @@ import numpy as np
 from retrieval.analysis import analyze
 from retrieval.context import stored_neighbours, with_context
 from retrieval.errors import UpstreamUnavailable
-from retrieval.stores import SHARED, Store, StoreKind, retrying
+from retrieval.stores import SHARED, ChunkVectors, Store, StoreKind, retrying
 from retrieval.types import Chunk, Hit, Scope
 
 log = logging.getLogger(__name__)
@@ -81,17 +81,21 @@ _resilient = retrying(
 class MilvusStore:
     """One Milvus collection: vectors, chunk fields and a BM25 index of their terms."""
 
+    pieces = False  # one vector per chunk: the BM25 leg shares its row
+
     def __init__(self, client: Any, name: str, where: str, flush_after: int | None) -> None:
         self._client, self.name, self.where = client, name, where
         self._flush_after = flush_after
         self._unflushed = 0
 
     @_resilient
-    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+    def add(self, chunks: Sequence[Chunk], vectors: ChunkVectors) -> None:
         """Upsert chunks with their vectors and terms, and the stored chunks beside them
         with their new neighbourhood."""
         if not chunks:
             return
+        if any(np.ndim(v) != 1 for v in vectors):
+            raise ValueError("a Milvus collection holds one vector per chunk, not dense pieces")
         vector_of = {c.id: v for c, v in zip(chunks, vectors, strict=True)}
         stored: list[Chunk] = []
         if ids := stored_neighbours(chunks):
@@ -164,7 +168,8 @@ class MilvusStore:
     def rebuild_lexical(self, progress: Callable[[int], None]) -> None:
         """Nothing to rebuild: the BM25 index is Milvus's own, from the stored rows."""
 
-    def stored(self, document_id: str, generation: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+    def stored(self, document_id: str, generation: int
+               ) -> Iterator[tuple[list[Chunk], ChunkVectors]]:
         """One document generation's chunks with their vectors, by chunk index, a page at a time.
 
         A generation's chunk indexes run from 0 without gaps, so a short page is the last.

@@ -16,7 +16,14 @@ from pathlib import Path
 from retrieval.embedders import Embedder
 from retrieval.stores import StoreBackend
 from retrieval.types import Chunk
-from tests.conftest import MakeKb, chroma_only, embedded_only, store_settings, write
+from tests.conftest import (
+    TEST_PIECE_TOKENS,
+    MakeKb,
+    chroma_only,
+    embedded_only,
+    store_settings,
+    write,
+)
 from tests.ingest.test_pipeline import OCEAN, PARIS, assert_consistent, src
 
 KB = Path(sys.executable).with_name("kb")
@@ -137,7 +144,8 @@ def test_kill_9_during_ingest_leaves_everything_consistent(
     for i in range(60):
         write(folder / f"d{i}.txt", f"Document {i} about topic {i % 7}. " + OCEAN)
     data = tmp_path / "data"
-    env = {**os.environ, "KB_DATA_DIR": str(data), "KB_EMBED_BATCH_SIZE": "4"}
+    env = {**os.environ, "KB_DATA_DIR": str(data), "KB_EMBED_BATCH_SIZE": "4",
+           "KB_DENSE_PIECE_TOKENS": str(TEST_PIECE_TOKENS)}
     env.update(store_settings(store_backend))
     process = subprocess.Popen([str(KB), "ingest", str(folder)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -48,6 +48,10 @@ def assert_consistent(kb: KnowledgeBase) -> None:
     assert dict(kb.store.inventory()) == expected
     if isinstance(kb.store, HybridStore):
         assert dict(kb.store.lexical.inventory()) == expected
+        # Every record in Chroma is a listed chunk or one of its further dense pieces.
+        chunk_ids = {c.id for page in kb.store.chunks() for c in page}
+        records = kb.store.vectors._collection.get(include=[])["ids"]
+        assert {i.partition("/")[0] for i in records} == chunk_ids
     assert kb.store.lexical_count() == sum(expected.values())
     assert kb.catalog.pending() == []
 

@@ -227,3 +227,55 @@ def test_a_milvus_server_that_goes_away_is_a_clear_error(
     with pytest.raises(UpstreamUnavailable, match="is it running"):
         MilvusBackend(url).names()
     backend.close()
+
+
+def pieces_of(vectors: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """``vectors`` grouped as each chunk's piece vectors (``counts`` rows each)."""
+    bounds = np.cumsum([0, *counts])
+    return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+@chroma_only
+def test_a_chunk_with_dense_pieces_scores_as_its_best_piece(store_backend: StoreBackend) -> None:
+    store = store_backend.open(unique("kb_pieces"), DIM)
+    assert store.pieces
+    rng = np.random.default_rng(8)
+    vectors = unit(rng, 7)
+    batch = chunks("a", 1, 3)  # three pieces, one, two (private to al)
+    batch[2] = replace(batch[2], owner="al")
+    store.add(batch, pieces_of(vectors[:6], [3, 1, 2]))
+    assert store.count() == store.lexical_count() == 3 and store.in_step()
+    assert store.inventory() == {("a", 1): 3}
+    for piece, chunk in [(0, 0), (1, 0), (2, 0), (3, 1), (4, 2), (5, 2)]:
+        [best, *rest] = store.query(vectors[piece], 3)
+        assert best.chunk_index == chunk and abs(best.score - 1.0) < 1e-4
+        assert len({h.chunk_index for h in rest}) == len(rest) == 2  # each chunk once
+    assert [h.chunk_index for h in store.query(vectors[5], 3, Scope((SHARED,)))] == [0, 1]
+    late = chunks("c", 1, 1)  # in Chroma only (mid-write): the fallback reads Chroma's rows
+    store.vectors.add(late, pieces_of(vectors[6:], [1]))
+    assert store.query(vectors[6], 1)[0].document_id == "c"
+    hits = store.query(vectors[1], 4)
+    assert (hits[0].document_id, hits[0].chunk_index) == ("a", 0)
+    assert sorted((h.document_id, h.chunk_index) for h in hits) == [
+        ("a", 0), ("a", 1), ("a", 2), ("c", 0)]
+
+
+def test_dense_pieces_are_stored_read_back_and_deleted_with_their_chunk(
+    chroma_backend: ChromaBackend,
+) -> None:
+    store = chroma_backend.open(unique("kb_piece_pages"))
+    small = ChromaStore(store._collection, max_batch=4)  # pages cut between pieces
+    rng = np.random.default_rng(9)
+    counts = [1, 3, 2, 1, 2, 3, 1]
+    vectors = unit(rng, sum(counts))
+    small.add(chunks("a", 1, 7) + chunks("b", 1, 1), [*pieces_of(vectors, counts), vectors[0]])
+    assert small.count() == 8 and store.count() == 8  # a second handle sees pieces too
+    nearest = store.nearest(vectors[1], 5)  # it fetches deeper when pieces crowd the top
+    assert len({i for i, _ in nearest}) == 5 and nearest[0] == ("a:1:1", nearest[0][1])
+    assert [len(page) for page in small.chunks()] == [4, 4]
+    got = [(c, v) for cs, vs in small.stored("a", 1) for c, v in zip(cs, vs, strict=True)]
+    assert [c.chunk_index for c, _ in got] == list(range(7))
+    for (_, v), want in zip(got, pieces_of(vectors, counts), strict=True):
+        assert np.allclose(np.atleast_2d(v), want, atol=1e-6)
+    small.delete("a", 1)
+    assert small.count() == 1 and store._collection.count() == 1
