@@ -22,6 +22,7 @@ from ingest.claims import Claims
 from ingest.commit import CatalogCommitter, CollectingCommitter
 from ingest.loaders import PARSER_VERSION, Limits
 from ingest.originals import Originals
+from ingest.pieces import PieceCutter
 from ingest.pipeline import FAILED, Outcome, Pipeline, Source, upload_key, upload_ref
 from ingest.workers import ChunkPlan, Parser, ParserPool
 from retrieval.answer import Citation, answer_stream
@@ -76,6 +77,7 @@ class KnowledgeBase:
         # more than one piece.
         fits = self.store.pieces and 0 < piece_tokens < fitted.tokens
         self.piece_tokens = piece_tokens if fits else 0
+        self.cutter = PieceCutter.of(embedder, piece_tokens) if fits else None
         self.fingerprint = _fingerprint(self.embedding_id, fitted, self.piece_tokens)
         self.recover()
         self._unusable = self._refusal()  # decided once: only a re-index changes it
@@ -447,7 +449,7 @@ class KnowledgeBase:
             originals=self.originals, limits=self.limits, fingerprint=self.fingerprint,
             committer=committer, parser=self.parser, claims=self.claims,
             batch_size=self.batch_size, chunk_plan=self.chunk_plan,
-            piece_tokens=self.piece_tokens,
+            pieces=self.cutter,
         )
 
     def _reindex_sources(self) -> list[Source]:

@@ -1,17 +1,18 @@
-"""Multi-vector dense scores, measured offline on a ``kb eval`` index.
+"""Dense piece sizes, measured offline on a ``kb eval`` index.
 
 all-MiniLM-L6-v2 was trained on inputs of at most 128 word pieces, and kb's
 chunks are 256 tokens. This script embeds every stored chunk again as pieces
-of ``--piece-tokens`` (title in front of each, as the chunk has it), scores a
+of ``--piece-tokens`` (``ingest.pieces``, as the pipeline cuts them), scores a
 chunk by its best piece, and fuses that dense leg with kb's own lexical leg
 through kb's own fusion, at the depths ``kb eval`` uses. The rows it prints
-beside the product's own dense and hybrid figures say what storing one vector
-per piece instead of one per chunk would buy, and what embedding the pieces
-costs against embedding the chunks whole (the same embedder, timed in the
-same run). Nothing is written to the index.
+beside the index's own dense and hybrid figures (``index``, through ``kb
+eval``'s ranking) say what that piece size buys over what the index holds,
+and what embedding the pieces costs against embedding the chunks whole (the
+same embedder, timed in the same run). Nothing is written to the index.
 
 The data dir is a ``kb eval`` one (``KB_DATA_DIR`` of an earlier ``kb eval``
-run); a corpus not indexed there yet is ingested first.
+run); a corpus not indexed there yet is ingested first. To compare with one
+vector per chunk, build it with ``KB_DENSE_PIECE_TOKENS=0``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from app.evaluate import CHUNKS_PER_DOCUMENT_DEPTH, documents, index_corpus, ran
 from app.factory import open_knowledge_base
 from app.service import KnowledgeBase
 from app.settings import Settings
-from ingest.pieces import piece_texts
+from ingest.pieces import PieceCutter
 from retrieval.evaluation import Dataset, evaluate, load_dataset
 from retrieval.types import Chunk, Hit
 
@@ -70,7 +71,7 @@ def _hit(chunk: Chunk, score: float) -> Hit:
 
 
 def product_ranker(kb: KnowledgeBase, mode: str) -> Callable[[str], list[str]]:
-    """``kb eval``'s own ranking (one vector per chunk) in ``mode``."""
+    """``kb eval``'s own ranking, of the vectors the index holds, in ``mode``."""
     return lambda query: rank_documents(kb, query, DEPTH, mode)
 
 
@@ -90,8 +91,9 @@ def main() -> None:
         chunks = [c for page in kb.store.chunks() for c in page]
         owner: list[int] = []
         texts: list[str] = []
+        cutter = PieceCutter.of(kb.embedder, args.piece_tokens)
         for i, chunk in enumerate(chunks):
-            for text in piece_texts(chunk, args.piece_tokens, kb.embedder.count_tokens):
+            for text in cutter.texts(chunk):
                 owner.append(i)
                 texts.append(text)
         piece_vectors, piece_seconds = embed_in_slices(kb.embedder, texts, kb.batch_size)
@@ -124,7 +126,7 @@ def main() -> None:
                               "pieces": round(piece_seconds, 1)},
             "embed_ratio_pieces_vs_whole": round(piece_seconds / whole_seconds, 3),
             "product_dense_weight": kb.fusion.dense_weight,
-            "one_vector_per_chunk": {
+            "index": {
                 mode: scored(dataset, product_ranker(kb, mode))
                 for mode in ("dense", "lexical", "hybrid")},
             "best_piece": {"dense": scored(dataset, piece_ranker(None))},
@@ -132,7 +134,7 @@ def main() -> None:
         product = kb.fusion
         for weight in weights:
             kb.fusion = replace(product, dense_weight=weight)
-            result["one_vector_per_chunk"][f"hybrid w={weight}"] = scored(
+            result["index"][f"hybrid w={weight}"] = scored(
                 dataset, product_ranker(kb, "hybrid"))
             result["best_piece"][f"hybrid w={weight}"] = scored(dataset, piece_ranker(weight))
         kb.fusion = product

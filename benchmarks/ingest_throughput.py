@@ -29,7 +29,7 @@ from typing import Any
 
 import common
 
-from ingest.pieces import piece_texts
+from ingest.pieces import PieceCutter
 
 TARGET_RATIO = 0.9
 RAW_BATCH = 32
@@ -137,8 +137,8 @@ def pipeline_in_process(
         chunks = stored_chunks(kb, files)
         _, after = common.embed_in_slices(kb.embedder, chunks, kb.batch_size)
         count = kb.embedder.count_tokens
-        pieces = [t for c in stored_chunk_objects(kb, files)
-                  for t in piece_texts(c, kb.piece_tokens, count)]
+        cutter = PieceCutter.of(kb.embedder, kb.piece_tokens)
+        pieces = [t for c in stored_chunk_objects(kb, files) for t in cutter.texts(c)]
         _, pieces_s = common.embed_in_slices(kb.embedder, pieces, kb.batch_size)
         return {
             "inprocess_s": seconds, "chunks": len(chunks),

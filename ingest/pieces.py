@@ -16,10 +16,11 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from retrieval.embedders import Embedder
+from retrieval.embedders import Embedder, tokenizer_file
 from retrieval.types import Chunk
 
 DEFAULT_PIECE_TOKENS = 128  # the packaged model's training length
@@ -33,37 +34,88 @@ BOUNDARY = re.compile(
 MIN_ROOM = 16  # tokens a piece keeps for its text however long the title is
 
 
-def pieces(chunk: Chunk, size: int, count: Callable[[str], int]) -> list[str]:
-    """``chunk.text`` in ``ceil(tokens / room)`` pieces of about equal token counts, where
-    room is ``size`` less the title's tokens; cut at the word boundary nearest each equal
-    share.
-    The pieces are contiguous: together they are the whole text."""
-    room = size - (count(chunk.indexed_text) - count(chunk.text))
-    total = count(chunk.text)
-    n = math.ceil(total / max(MIN_ROOM, room))
-    if n <= 1:
-        return [chunk.text]
-    text = chunk.text
-    ends = [m.end() for m in BOUNDARY.finditer(text)] or list(range(1, len(text)))
-    prefix = _prefix_counter(text, count)
-    cuts = [0]
-    for k in range(1, n):
-        at = _nearest(ends, prefix, total * k / n, cuts[-1])
-        if at is not None and at < len(text):
-            cuts.append(at)
-    cuts.append(len(text))
-    return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if text[a:b].strip()]
+class PieceCutter:
+    """Cuts chunks into dense pieces of at most ``size`` tokens of the embedding model.
+
+    With the model's tokenizer file at hand (``starts``: each token's first character)
+    a chunk is tokenized once; without, each candidate cut is counted (slower).
+    """
+
+    def __init__(self, size: int, count: Callable[[str], int],
+                 starts: Callable[[list[str]], list[list[int]]] | None = None) -> None:
+        self.size, self._count, self._starts = size, count, starts
+
+    @classmethod
+    def of(cls, embedder: Embedder, size: int) -> PieceCutter:
+        """A cutter counting in ``embedder``'s tokens."""
+        path = embedder.tokenizer_path
+        return cls(size, embedder.count_tokens, None if path is None else token_starts(path))
+
+    def split(self, chunks: Sequence[Chunk]) -> list[list[str]]:
+        """What is embedded for each chunk: each piece's text with the chunk's title in
+        front (the chunk's own indexed text when it is one piece, or ``size`` is 0)."""
+        if self.size <= 0:
+            return [[c.indexed_text] for c in chunks]
+        begins = self._starts([c.text for c in chunks]) if self._starts else [None] * len(chunks)
+        return [[replace(chunk, text=piece).indexed_text for piece in self.pieces(chunk, b)]
+                for chunk, b in zip(chunks, begins, strict=True)]
+
+    def pieces(self, chunk: Chunk, begins: list[int] | None = None) -> list[str]:
+        """``chunk.text`` in ``ceil(tokens / room)`` pieces of about equal token counts,
+        where room is ``size`` less the title's tokens; cut at the word boundary nearest
+        each equal share. The pieces are contiguous: together they are the whole text.
+        ``begins``: where each token of the text begins, when known."""
+        text = chunk.text
+        title = self._count(chunk.indexed_text[: len(chunk.indexed_text) - len(text)])
+        if begins is None and self._starts is not None:
+            [begins] = self._starts([text])
+        prefix, total = self._prefix(text, begins)
+        n = math.ceil(total / max(MIN_ROOM, self.size - title))
+        if n <= 1:
+            return [text]
+        ends = [m.end() for m in BOUNDARY.finditer(text)] or list(range(1, len(text)))
+        cuts = [0]
+        for k in range(1, n):
+            at = _nearest(ends, prefix, total * k / n, cuts[-1])
+            if at is not None and at < len(text):
+                cuts.append(at)
+        cuts.append(len(text))
+        return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False) if text[a:b].strip()]
+
+    def texts(self, chunk: Chunk) -> list[str]:
+        """What is embedded for one chunk (see ``split``)."""
+        [texts] = self.split([chunk])
+        return texts
+
+    def _prefix(self, text: str, begins: list[int] | None
+                ) -> tuple[Callable[[int], int], int]:
+        """Tokens before a character position of ``text``, and in all of it."""
+        if begins is not None:
+            return (lambda at: bisect.bisect_left(begins, at)), len(begins)
+        seen: dict[int, int] = {}
+
+        def prefix(at: int) -> int:
+            if at not in seen:
+                seen[at] = self._count(text[:at])
+            return seen[at]
+
+        return prefix, self._count(text)
 
 
-def _prefix_counter(text: str, count: Callable[[str], int]) -> Callable[[int], int]:
-    seen: dict[int, int] = {}
+def token_starts(path: Path) -> Callable[[list[str]], list[list[int]]]:
+    """Where each token of each text begins, by the tokenizer file at ``path`` (a batch
+    of texts is tokenized on all cores)."""
+    from tokenizers import Tokenizer
 
-    def prefix(at: int) -> int:
-        if at not in seen:
-            seen[at] = count(text[:at])
-        return seen[at]
+    tokenizer = Tokenizer.from_file(str(tokenizer_file(path)))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
 
-    return prefix
+    def starts(texts: list[str]) -> list[list[int]]:
+        encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [[a for a, _ in e.offsets] for e in encoded]
+
+    return starts
 
 
 def _nearest(positions: Sequence[int], prefix: Callable[[int], int], target: float,
@@ -83,17 +135,10 @@ def _nearest(positions: Sequence[int], prefix: Callable[[int], int], target: flo
     return min(near, key=lambda p: abs(prefix(p) - target))
 
 
-def piece_texts(chunk: Chunk, size: int, count: Callable[[str], int]) -> list[str]:
-    """What is embedded for ``chunk``: each piece's text with the chunk's title in front
-    (the chunk's own indexed text when it is one piece, or ``size`` is 0)."""
-    if size <= 0:
-        return [chunk.indexed_text]
-    return [replace(chunk, text=piece).indexed_text for piece in pieces(chunk, size, count)]
-
-
-def embed_pieces(embedder: Embedder, chunks: Sequence[Chunk], size: int) -> list[np.ndarray]:
-    """Each chunk's vectors: one row per piece of at most ``size`` tokens, in one call."""
-    texts = [piece_texts(c, size, embedder.count_tokens) for c in chunks]
+def embed_pieces(embedder: Embedder, chunks: Sequence[Chunk], cutter: PieceCutter
+                 ) -> list[np.ndarray]:
+    """Each chunk's vectors, one row per piece, in one call."""
+    texts = cutter.split(chunks)
     vectors = embedder.embed_documents([t for group in texts for t in group])
     bounds = np.cumsum([0, *(len(group) for group in texts)])
     return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -34,7 +34,7 @@ from ingest.claims import Claims
 from ingest.loaders import Limits, detect_type
 from ingest.ocr import PageCounts
 from ingest.originals import Originals
-from ingest.pieces import embed_pieces
+from ingest.pieces import PieceCutter, embed_pieces
 from ingest.workers import Cancel, ChunkPlan, Parser, never
 from retrieval.embedders import Embedder
 from retrieval.errors import Cancelled, InvalidDocument
@@ -189,7 +189,7 @@ class Pipeline:
         claims: Claims | None = None,
         batch_size: int = 64,
         chunk_plan: ChunkPlan | None = None,
-        piece_tokens: int = 0,
+        pieces: PieceCutter | None = None,
     ) -> None:
         self.catalog, self.store, self.embedder = catalog, store, embedder
         self.chunker, self.originals, self.limits = chunker, originals, limits
@@ -197,7 +197,7 @@ class Pipeline:
         self.parser, self.claims = parser, claims or Claims()
         # With a plan, the parser workers chunk (the same cuts ``chunker`` makes).
         self.chunk_plan = chunk_plan
-        self.piece_tokens = piece_tokens  # > 0: a vector per dense piece (``ingest.pieces``)
+        self.pieces = pieces  # when set, a vector per dense piece of each chunk
         # When set (``keep_text``), the text each parsed document yielded, by document id.
         self.texts: dict[str, list[str]] | None = None
 
@@ -460,8 +460,8 @@ class Pipeline:
 
     def _embed(self, batch: list[Chunk]) -> ChunkVectors:
         """The batch's vectors: one per chunk, or one per dense piece of each chunk."""
-        if self.piece_tokens:
-            return embed_pieces(self.embedder, batch, self.piece_tokens)
+        if self.pieces is not None:
+            return embed_pieces(self.embedder, batch, self.pieces)
         return self.embedder.embed_documents([c.indexed_text for c in batch])
 
     def _write_pending(self, state: _State, report: Callable[[Outcome], None]) -> None:

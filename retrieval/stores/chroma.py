@@ -209,7 +209,7 @@ def _records(chunk: Chunk, pieces: int) -> list[dict[str, Any]]:
     """The metadata of a chunk's records: all of it on the first, and on further pieces
     only what deletes and scope filters need."""
     first = _metadata(chunk) | {"text": chunk.text} | ({PIECES: pieces} if pieces > 1 else {})
-    more = {key: first[key] for key in ("document_id", "generation", "chunk_index", "owner")}
+    more = {key: first[key] for key in ("document_id", "generation", "owner")}
     return [first, *([more | {PIECE: True}] * (pieces - 1))]
 
 

@@ -10,8 +10,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from ingest.pieces import embed_pieces, piece_texts, pieces
+from ingest.pieces import PieceCutter, embed_pieces
 from retrieval.embedders import Embedder
 from retrieval.types import Chunk
 from tests.conftest import TEST_PIECE_TOKENS, MakeKb, write
@@ -20,27 +21,41 @@ from tests.ingest.test_pipeline import OCEAN, PARIS, assert_consistent, src
 TEXT = OCEAN + PARIS + "Glaciers carve valleys over thousands of years as the ice moves. "
 
 
-def test_pieces_cover_the_chunk_in_near_equal_parts_that_fit(embedder: Embedder) -> None:
+@pytest.mark.parametrize("tokenized", ["once", "by counting"])
+def test_pieces_cover_the_chunk_in_near_equal_parts_that_fit(
+    embedder: Embedder, tokenized: str
+) -> None:
     count = embedder.count_tokens
+    cutter = PieceCutter.of(embedder, 48) if tokenized == "once" else PieceCutter(48, count)
     chunk = Chunk("d", "d.txt", 0, TEXT, 0, len(TEXT), title="Notes on the natural world")
     room = 48 - (count(chunk.indexed_text) - count(chunk.text))
-    parts = pieces(chunk, 48, count)
+    parts = cutter.pieces(chunk)
     assert "".join(parts) == TEXT  # contiguous: nothing lost, nothing repeated
     assert len(parts) == math.ceil(count(TEXT) / room) >= 3
     sizes = [count(p) for p in parts]
     assert max(sizes) <= room + 3 and max(sizes) - min(sizes) <= 6  # cut at spaces
-    texts = piece_texts(chunk, 48, count)
+    texts = cutter.texts(chunk)
     assert all(t.startswith("Notes on the natural world\n") for t in texts)
-    assert piece_texts(chunk, 0, count) == [chunk.indexed_text]
+    assert PieceCutter(0, count).texts(chunk) == [chunk.indexed_text]
     short = Chunk("d", "d.txt", 1, "A short line.", 0, 13)
-    assert piece_texts(short, 48, count) == [short.indexed_text]
+    assert cutter.texts(short) == [short.indexed_text]
+
+
+def test_text_without_spaces_is_cut_between_characters(embedder: Embedder) -> None:
+    count = embedder.count_tokens
+    text = "维基百科是一个自由内容的百科全书 项目。" * 20  # one space a sentence
+    parts = PieceCutter.of(embedder, 64).pieces(Chunk("d", "d.txt", 0, text, 0, len(text)))
+    assert "".join(parts) == text and len(parts) == math.ceil(count(text) / 64)
+    sizes = [count(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 2  # not only at the spaces, which fall unevenly
 
 
 def test_embedded_pieces_are_the_model_s_vectors_of_each_piece(embedder: Embedder) -> None:
     chunks = [Chunk("d", "d.txt", i, text, 0, len(text)) for i, text in enumerate([TEXT, PARIS])]
-    grouped = embed_pieces(embedder, chunks, 32)
+    cutter = PieceCutter.of(embedder, 32)
+    grouped = embed_pieces(embedder, chunks, cutter)
     for chunk, vectors in zip(chunks, grouped, strict=True):
-        texts = piece_texts(chunk, 32, embedder.count_tokens)
+        texts = cutter.texts(chunk)
         assert vectors.shape == (len(texts), embedder.dimension)
         alone = embedder.embed_documents(texts)  # int8 ONNX: padding moves the last digits
         assert np.sum(vectors * alone, axis=1).min() > 0.99
@@ -89,11 +104,3 @@ def test_a_new_piece_size_re_embeds_documents_on_their_next_ingest(
     if kb.store.pieces:
         assert kb.store.vectors._collection.count() == kb.store.count()
 
-
-def test_text_without_spaces_is_cut_between_characters(embedder: Embedder) -> None:
-    count = embedder.count_tokens
-    text = "维基百科是一个自由内容的百科全书 项目。" * 20  # one space a sentence
-    parts = pieces(Chunk("d", "d.txt", 0, text, 0, len(text)), 64, count)
-    assert "".join(parts) == text and len(parts) == math.ceil(count(text) / 64)
-    sizes = [count(p) for p in parts]
-    assert max(sizes) - min(sizes) <= 2  # not only at the spaces, which fall unevenly
