@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from ingest.catalog import HAS_PRIVATE, INDEXED, Catalog
 from ingest.pipeline import Source
 from tests.conftest import MakeKb, write
 
@@ -65,3 +67,16 @@ def test_owner_survives_reindex_and_an_owner_change_reembeds(
     [outcome] = kb.ingest([Source("owui:1", "salary.txt", path, owner=None)])
     assert outcome.status == "updated"  # same bytes, now shared: the vectors must say so
     assert sources_of(kb.search("Dana Smith pay", 3, viewer="bob")) == {"salary.txt"}
+
+
+
+def test_whether_to_filter_by_owner_is_answered_from_an_index(tmp_path: Path) -> None:
+    """Every search asks whether any private document is indexed (``has_private``): with
+    shared documents alone that must not scan them all."""
+    path = tmp_path / "catalog.sqlite3"
+    Catalog(path).close()  # a catalog made before the index gets it on opening too
+    with sqlite3.connect(path) as db:
+        plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {HAS_PRIVATE}",
+                                                      [INDEXED]))
+    db.close()
+    assert "USING INDEX documents_owned" in plan, plan
