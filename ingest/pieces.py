@@ -135,10 +135,9 @@ def _nearest(positions: Sequence[int], prefix: Callable[[int], int], target: flo
     return min(near, key=lambda p: abs(prefix(p) - target))
 
 
-def embed_pieces(embedder: Embedder, chunks: Sequence[Chunk], cutter: PieceCutter
-                 ) -> list[np.ndarray]:
-    """Each chunk's vectors, one row per piece, in one call."""
-    texts = cutter.split(chunks)
+def embed_pieces(embedder: Embedder, texts: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Each chunk's vectors, one row per piece, in one call; ``texts``: each chunk's
+    pieces (``PieceCutter.split``)."""
     vectors = embedder.embed_documents([t for group in texts for t in group])
     bounds = np.cumsum([0, *(len(group) for group in texts)])
     return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

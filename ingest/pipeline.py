@@ -452,24 +452,41 @@ class Pipeline:
         embedder (a GPU server, or the CPU's other core) never waits on a write."""
         batch, ended = state.batch, state.ended
         state.batch, state.ended = [], []
-        self._write_pending(state, report)
-        if batch:
-            state.pending = _Pending(batch, state.embedding.submit(self._embed, batch), ended)
-        else:
+        if not batch:
+            self._write_pending(state, report)
             self._commit(state, ended, report)
+            return
+        # Queued behind the batch being embedded (one embedding thread) before that
+        # one is written: the embedder never waits for a write. Writing first left
+        # it idle for each batch's write, 3.5 s of a 40 s ingest of 1,000 abstracts.
+        previous = state.pending
+        state.pending = _Pending(batch, self._embed(batch, state.embedding), ended)
+        if previous is not None:
+            self._write(previous, state, report)
 
-    def _embed(self, batch: list[Chunk]) -> ChunkVectors:
-        """The batch's vectors: one per chunk, or one per dense piece of each chunk."""
-        if self.pieces is not None:
-            return embed_pieces(self.embedder, batch, self.pieces)
-        return self.embedder.embed_documents([c.indexed_text for c in batch])
+    def _embed(self, batch: list[Chunk], embedding: ThreadPoolExecutor) -> Future[ChunkVectors]:
+        """The batch's vectors to come: one per chunk, or one per dense piece of each.
+
+        Pieces are cut here, while the embedder is still on the batch before:
+        cut on the embedding thread, beside the write of that batch, a cut took
+        four to six times as long (the GIL), and the embedder waited for it.
+        """
+        if self.pieces is None:
+            return embedding.submit(self.embedder.embed_documents,
+                                    [c.indexed_text for c in batch])
+        return embedding.submit(embed_pieces, self.embedder, self.pieces.split(batch))
 
     def _write_pending(self, state: _State, report: Callable[[Outcome], None]) -> None:
         """Write the batch being embedded, then commit the documents it completes."""
         pending, state.pending = state.pending, None
         if pending is not None:
-            self.store.add(pending.batch, pending.vectors.result())
-            self._commit(state, pending.ended, report)
+            self._write(pending, state, report)
+
+    def _write(self, pending: _Pending, state: _State, report: Callable[[Outcome], None]
+               ) -> None:
+        """Write an embedded batch, then commit the documents it completes."""
+        self.store.add(pending.batch, pending.vectors.result())
+        self._commit(state, pending.ended, report)
 
     def _commit(self, state: _State, ended: list[str], report: Callable[[Outcome], None]
                 ) -> None:

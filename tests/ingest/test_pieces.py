@@ -53,7 +53,7 @@ def test_text_without_spaces_is_cut_between_characters(embedder: Embedder) -> No
 def test_embedded_pieces_are_the_model_s_vectors_of_each_piece(embedder: Embedder) -> None:
     chunks = [Chunk("d", "d.txt", i, text, 0, len(text)) for i, text in enumerate([TEXT, PARIS])]
     cutter = PieceCutter.of(embedder, 32)
-    grouped = embed_pieces(embedder, chunks, cutter)
+    grouped = embed_pieces(embedder, cutter.split(chunks))
     for chunk, vectors in zip(chunks, grouped, strict=True):
         texts = cutter.texts(chunk)
         assert vectors.shape == (len(texts), embedder.dimension)

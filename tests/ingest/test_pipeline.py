@@ -216,6 +216,48 @@ def test_ctrl_c_mid_ingest_leaves_catalog_and_store_in_agreement(
     assert_consistent(kb)
 
 
+class NotingNextBatch(Embedder):
+    """Wraps the real embedder; notes when a second batch's embedding starts."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner, self.calls, self.second = inner, 0, threading.Event()
+        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
+        self.runtime = inner.runtime
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 2:
+            self.second.set()
+        return self.inner.embed(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def test_the_next_batch_is_embedded_while_a_batch_is_written(
+    make_kb: MakeKb, embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedder never waits for a write: the first batch's write starts only once
+    the second batch is being embedded (the write waits for that, or gives up)."""
+    monkeypatch.setattr(pipeline, "POLL_SECONDS", 30)  # no flush of part of a batch at a pause
+    noting = NotingNextBatch(embedder)
+    kb = make_kb(use=noting, batch_size=4)
+    files = [write(tmp_path / f"d{i}.txt", f"Document {i}. " + PARIS) for i in range(12)]
+    overlapped: list[bool] = []
+    add = kb.store.add
+
+    def add_once_the_next_batch_embeds(chunks: Sequence[Chunk], vectors: Any) -> None:
+        if not overlapped:
+            overlapped.append(noting.second.wait(timeout=30))
+        add(chunks, vectors)
+
+    monkeypatch.setattr(kb.store, "add", add_once_the_next_batch_embeds)
+    outcomes = kb.ingest([src(p) for p in files])
+    assert [o.status for o in outcomes] == ["added"] * len(files)
+    assert overlapped == [True]
+    assert_consistent(kb)
+
+
 class InterruptAfterBegin:
     """A catalog connection where Ctrl-C lands once, just after a transaction began."""
 
