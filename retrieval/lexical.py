@@ -30,6 +30,7 @@ from retrieval.errors import KbError
 from retrieval.types import Chunk, Hit, Scope
 
 WRITER_HEAP = 48_000_000  # bytes buffered before tantivy writes a segment by itself
+ID_LOOKUPS = 256  # chunks looked up by id one term each; more, by a term set
 
 
 class LexicalIndexDamaged(KbError):
@@ -103,10 +104,20 @@ class LexicalIndex:
         if not chunk_ids:
             return {}
         searcher = self._index.searcher()
-        query = tantivy.Query.term_set_query(self._schema, "chunk_id", chunk_ids)
-        found = searcher.search(query, len(chunk_ids)).hits
+        found = searcher.search(self._ids(chunk_ids), len(chunk_ids), count=False).hits
         docs = (searcher.doc(address) for _, address in found)
         return {str(doc.get_first("chunk_id")): doc for doc in docs}
+
+    def _ids(self, chunk_ids: list[str]) -> tantivy.Query:
+        """The chunks with these ids: a term lookup each for as many as a search asks
+        for (30 ids: 0.14 ms, against 0.37 ms for a term set, which reads the field's
+        term dictionary), a term set for more (equal at about 300)."""
+        if len(chunk_ids) > ID_LOOKUPS:
+            return tantivy.Query.term_set_query(self._schema, "chunk_id", chunk_ids)
+        return tantivy.Query.boolean_query([
+            (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, "chunk_id", i))
+            for i in chunk_ids
+        ])
 
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Remove a document's chunks (one generation, or all) and commit."""

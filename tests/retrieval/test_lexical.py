@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.lexical import LexicalIndex, LexicalIndexDamaged
+from retrieval.lexical import ID_LOOKUPS, LexicalIndex, LexicalIndexDamaged
 from retrieval.types import Chunk, Scope
 
 
@@ -59,6 +59,22 @@ def test_re_adding_a_chunk_id_replaces_it(tmp_path: Path) -> None:
     index.add([chunk("a", "second version")])
     index.commit()
     assert [h.text for h in index.query("version", 5)] == ["second version"]
+
+
+@pytest.mark.parametrize("wanted", [3, ID_LOOKUPS + 40])  # term lookups, then a term set
+def test_hits_by_id_keep_the_order_given_and_leave_out_unknown_ids(
+    tmp_path: Path, wanted: int
+) -> None:
+    index = LexicalIndex(tmp_path / "lex")
+    stored = [chunk(f"d{i}", f"note number {i}", page=i) for i in range(wanted)]
+    index.add(stored)
+    index.commit()
+    scored = [(c.id, float(i)) for i, c in enumerate(reversed(stored))]
+    scored.insert(1, ("missing:1:0", 0.5))
+    hits = index.hits(scored)
+    assert [(h.document_id, h.score) for h in hits] == [
+        (c.document_id, float(i)) for i, c in enumerate(reversed(stored))]
+    assert [h.page for h in hits] == [c.page for c in reversed(stored)]
 
 
 def test_a_scope_limits_what_a_query_returns(tmp_path: Path) -> None:
