@@ -180,22 +180,33 @@ def test_pdf_pages_and_docx_sections_reach_the_chunks(make_kb: MakeKb, tmp_path:
     assert (train.source, train.section) == ("policy.docx", "Travel policy")
 
 
-class InterruptAfter(Embedder):
+class Wrapping(Embedder):
+    """The real embedder behind a wrapper that sees each ``embed`` call."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
+        self.runtime = inner.runtime
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+class InterruptAfter(Wrapping):
     """Wraps the real embedder and raises KeyboardInterrupt on the n-th call (Ctrl-C)."""
 
     def __init__(self, inner: Embedder, calls: int) -> None:
-        self.inner, self.left = inner, calls
-        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
-        self.runtime = inner.runtime
+        super().__init__(inner)
+        self.left = calls
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.left -= 1
         if self.left < 0:
             raise KeyboardInterrupt
         return self.inner.embed(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
 
 
 def test_ctrl_c_mid_ingest_leaves_catalog_and_store_in_agreement(
@@ -216,22 +227,18 @@ def test_ctrl_c_mid_ingest_leaves_catalog_and_store_in_agreement(
     assert_consistent(kb)
 
 
-class NotingNextBatch(Embedder):
+class NotingNextBatch(Wrapping):
     """Wraps the real embedder; notes when a second batch's embedding starts."""
 
     def __init__(self, inner: Embedder) -> None:
-        self.inner, self.calls, self.second = inner, 0, threading.Event()
-        self.name, self.dimension, self.max_tokens = inner.name, inner.dimension, inner.max_tokens
-        self.runtime = inner.runtime
+        super().__init__(inner)
+        self.calls, self.second = 0, threading.Event()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls += 1
         if self.calls == 2:
             self.second.set()
         return self.inner.embed(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
 
 
 def test_the_next_batch_is_embedded_while_a_batch_is_written(
