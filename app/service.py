@@ -140,7 +140,7 @@ class KnowledgeBase:
             self.backend.drop(leftover)
             self.catalog.set_meta("reindex_collection", None)
         self.backend.sweep(keep=self.store.name)
-        if not self.store.in_step():
+        if not self.store.in_step(self.catalog.counts().get("chunks", 0)):
             self._rebuild_lexical()
         self.originals.sweep_incoming()
         _empty_folder(self.data_dir / "uploads")  # received by a process that is gone
@@ -173,7 +173,7 @@ class KnowledgeBase:
                     f"`kb reindex` to rebuild it there from the kept originals, or set "
                     f"KB_STORE={kind}")
         chunks = self.catalog.counts().get("chunks", 0)
-        if chunks and not self.store.count():  # a wiped server, or a URL pointing elsewhere
+        if chunks and not self.store.vector_count():  # a wiped server, or a URL elsewhere
             return (f"the catalog lists {chunks} chunks but collection {self.store.name} at "
                     f"{self.backend.where} holds none (a new or wiped server?); point kb at the "
                     "store that has them, or run `kb reindex` to rebuild it from the kept "
@@ -425,7 +425,7 @@ class KnowledgeBase:
             "chunk_overlap": self.chunker.settings.overlap,
             "dense_piece_tokens": self.piece_tokens,
             "collection": self.store.name,
-            "vectors": self.store.count(),
+            "vectors": self.store.vector_count(),
             "lexical_chunks": self.store.lexical_count(),
             "pending_writes": len(self.catalog.pending()),
             "ocr": self._ocr_engines(),

@@ -54,7 +54,10 @@ class VectorStore(Protocol):
         """The ``k`` nearest chunks in ``scope`` (everything when ``None``), best first."""
 
     def count(self) -> int:
-        """Number of chunks stored."""
+        """Number of chunks stored (it may read every record: not for every start)."""
+
+    def vector_count(self) -> int:
+        """Vectors stored, a chunk's further dense pieces included; a constant-time count."""
 
     def stored(self, document_id: str, generation: int
                ) -> Iterator[tuple[list[Chunk], ChunkVectors]]:
@@ -78,8 +81,9 @@ class Store(VectorStore, Protocol):
     def lexical_count(self) -> int:
         """Chunks the lexical leg can find."""
 
-    def in_step(self) -> bool:
-        """Whether the lexical leg holds every stored chunk."""
+    def in_step(self, listed: int) -> bool:
+        """Whether the lexical leg holds every stored chunk; ``listed``, the chunks the
+        catalog lists, is taken as the stored count when the lexical leg holds that many."""
 
     def rebuild_lexical(self, progress: Callable[[int], None]) -> None:
         """Refill the lexical leg from the stored chunks, reporting chunks done."""

@@ -157,11 +157,15 @@ class MilvusStore:
         rows = self._client.query(self.name, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
+    def vector_count(self) -> int:
+        """One vector per chunk."""
+        return self.count()
+
     def lexical_count(self) -> int:
         """Every chunk is in the BM25 index: Milvus derives it from the row."""
         return self.count()
 
-    def in_step(self) -> bool:
+    def in_step(self, listed: int) -> bool:
         """Always: both legs are one row."""
         return True
 

@@ -244,7 +244,8 @@ def test_a_chunk_with_dense_pieces_scores_as_its_best_piece(store_backend: Store
     batch = chunks("a", 1, 3)  # three pieces, one, two (private to al)
     batch[2] = replace(batch[2], owner="al")
     store.add(batch, pieces_of(vectors[:6], [3, 1, 2]))
-    assert store.count() == store.lexical_count() == 3 and store.in_step()
+    assert store.count() == store.lexical_count() == 3 and store.vector_count() == 6
+    assert store.in_step(3) and store.in_step(0)  # the catalog's figure, else Chroma's
     assert store.inventory() == {("a", 1): 3}
     for piece, chunk in [(0, 0), (1, 0), (2, 0), (3, 1), (4, 2), (5, 2)]:
         [best, *rest] = store.query(vectors[piece], 3)
@@ -254,6 +255,7 @@ def test_a_chunk_with_dense_pieces_scores_as_its_best_piece(store_backend: Store
     late = chunks("c", 1, 1)  # in Chroma only (mid-write): the fallback reads Chroma's rows
     store.vectors.add(late, pieces_of(vectors[6:], [1]))
     assert store.query(vectors[6], 1)[0].document_id == "c"
+    assert not store.in_step(4)  # neither the catalog's 4 nor Chroma's 4 chunks
     hits = store.query(vectors[1], 4)
     assert (hits[0].document_id, hits[0].chunk_index) == ("a", 0)
     assert sorted((h.document_id, h.chunk_index) for h in hits) == [
