@@ -265,6 +265,29 @@ def test_the_next_batch_is_embedded_while_a_batch_is_written(
     assert_consistent(kb)
 
 
+def test_an_idle_embedder_is_sent_a_batch_before_it_is_full(
+    make_kb: MakeKb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the start of a run (and whenever the parsers fall behind) the embedder would
+    wait for a whole batch to be parsed: it gets ``EAGER_CHUNKS`` instead."""
+    monkeypatch.setattr(pipeline, "POLL_SECONDS", 30)  # no flush of part of a batch at a pause
+    monkeypatch.setattr(pipeline, "EAGER_CHUNKS", 4)
+    kb = make_kb(batch_size=64)
+    files = [write(tmp_path / f"d{i}.txt", f"Document {i}. " + PARIS) for i in range(12)]
+    written: list[int] = []
+    add = kb.store.add
+
+    def noting_add(chunks: Sequence[Chunk], vectors: Any) -> None:
+        written.append(len(chunks))
+        add(chunks, vectors)
+
+    monkeypatch.setattr(kb.store, "add", noting_add)
+    outcomes = kb.ingest([src(p) for p in files])
+    assert [o.status for o in outcomes] == ["added"] * len(files)
+    assert written[0] == 4 and sum(written) == kb.catalog.counts()["chunks"] > 4
+    assert_consistent(kb)
+
+
 class InterruptAfterBegin:
     """A catalog connection where Ctrl-C lands once, just after a transaction began."""
 
