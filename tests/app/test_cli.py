@@ -274,8 +274,11 @@ def test_ctrl_c_rolls_back_and_exits_130_without_an_abort(tmp_path: Path, data_d
         (folder / f"doc{i:03}.txt").write_text(words)
     kb = Path(sys.executable).with_name("kb")
     env = {**os.environ, "KB_DATA_DIR": str(data_dir)}
+    # Ctrl-C as a terminal sends it, even where this suite runs as a background job
+    # (which a shell starts with SIGINT ignored, and its children inherit that).
     ingest = subprocess.Popen([str(kb), "ingest", str(folder)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while _indexed(data_dir) < 5:  # the model is loaded and files are being written
         assert time.monotonic() < deadline and ingest.poll() is None
