@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -87,11 +88,18 @@ class MilvusStore:
         self._client, self.name, self.where = client, name, where
         self._flush_after = flush_after
         self._unflushed = 0
+        # Concurrent uploads write one at a time: milvus-lite flushing while another
+        # thread upserts failed ("current_seq is monotonic") and then stopped serving.
+        self._writing = threading.Lock()
 
-    @_resilient
     def add(self, chunks: Sequence[Chunk], vectors: ChunkVectors) -> None:
         """Upsert chunks with their vectors and terms, and the stored chunks beside them
         with their new neighbourhood."""
+        with self._writing:
+            self._add(chunks, vectors)
+
+    @_resilient
+    def _add(self, chunks: Sequence[Chunk], vectors: ChunkVectors) -> None:
         if not chunks:
             return
         if any(np.ndim(v) != 1 for v in vectors):
@@ -114,7 +122,8 @@ class MilvusStore:
     @_resilient
     def delete(self, document_id: str, generation: int | None = None) -> None:
         """Delete by filter: a document's chunks, one generation or all."""
-        self._client.delete(self.name, filter=_generation_filter(document_id, generation))
+        with self._writing:
+            self._client.delete(self.name, filter=_generation_filter(document_id, generation))
 
     @_resilient
     def delete_many(self, generations: Sequence[tuple[str, int]]) -> None:
@@ -122,7 +131,8 @@ class MilvusStore:
         for start in range(0, len(generations), 100):
             part = generations[start : start + 100]
             where = " or ".join(f"({_generation_filter(d, g)})" for d, g in part)
-            self._client.delete(self.name, filter=where)
+            with self._writing:
+                self._client.delete(self.name, filter=where)
 
     @_resilient
     def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
