@@ -23,10 +23,12 @@ between, by its share of letters.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from retrieval.types import Hit
+from retrieval.types import Candidate, Hit
+
+Ranked = Hit | Candidate  # a leg's result: a whole hit, or a dense match known by id
 
 DENSE, LEXICAL = "dense", "lexical"
 NORMALISE_DEPTH = 30  # dense candidates that set the cosine's normalisation
@@ -70,11 +72,14 @@ class Fusion:
         return self.uncovered_weight + (self.dense_weight - self.uncovered_weight) * share
 
     def fuse(
-        self, query: str, dense: list[Hit], lexical: list[Hit], limit: int | None = None
-    ) -> list[Hit]:
-        """One list, best first (the first ``limit``), each hit with both legs' scores and ranks."""
+        self, query: str, dense: Sequence[Ranked], lexical: Sequence[Ranked],
+        limit: int | None = None,
+    ) -> list[Ranked]:
+        """One list, best first (the first ``limit``), each with both legs' scores and
+        ranks; a chunk both legs found comes back as the lexical leg's ``Hit`` when the
+        dense one gave a ``Candidate``."""
         w = self.weight(query)
-        merged: dict[str, Hit] = {}
+        merged: dict[str, Ranked] = {}
         scores: dict[str, dict[str, float]] = {}
         ranks: dict[str, dict[str, int]] = {}
         fused: dict[str, float] = {}
@@ -82,8 +87,10 @@ class Fusion:
         for leg, hits, weight, normalise in legs:
             norm = normalise([h.score for h in hits])
             for rank, (hit, value) in enumerate(zip(hits, norm, strict=True), 1):
-                key = f"{hit.document_id}:{hit.generation}:{hit.chunk_index}"
-                merged.setdefault(key, hit)
+                key = hit.id
+                known = merged.get(key)
+                if known is None or isinstance(known, Candidate):
+                    merged[key] = hit
                 scores.setdefault(key, {})[leg] = hit.score
                 ranks.setdefault(key, {})[leg] = rank
                 fused[key] = fused.get(key, 0.0) + weight * value

@@ -76,6 +76,35 @@ class Hit:
     ranks: dict[str, int] = field(default_factory=dict)
     ocr: bool = False
 
+    @property
+    def id(self) -> str:
+        """The chunk's store id (see ``Chunk.id``)."""
+        return f"{self.document_id}:{self.generation}:{self.chunk_index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A match known by its chunk id and score alone: what liveness checks and fusion
+    need. Its text and source are read only if it makes the results (``Hit``)."""
+
+    document_id: str
+    generation: int
+    chunk_index: int
+    score: float
+    scores: dict[str, float] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, chunk_id: str, score: float) -> Candidate:
+        """The candidate for a store id (``document:generation:index``)."""
+        document_id, generation, index = chunk_id.rsplit(":", 2)
+        return cls(document_id, int(generation), int(index), score)
+
+    @property
+    def id(self) -> str:
+        """The chunk's store id (see ``Chunk.id``)."""
+        return f"{self.document_id}:{self.generation}:{self.chunk_index}"
+
 
 @dataclass(frozen=True)
 class Scope:

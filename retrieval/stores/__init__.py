@@ -69,6 +69,13 @@ class Store(VectorStore, Protocol):
 
     name: str
 
+    def nearest(self, vector: np.ndarray, k: int, scope: Scope | None = None
+                ) -> list[tuple[str, float]]:
+        """``query``'s chunk ids and scores alone, without the chunks."""
+
+    def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
+        """Hits for these (chunk id, score) pairs, in their order; ids not stored left out."""
+
     def lexical_query(self, text: str, k: int, scope: Scope | None = None) -> list[Hit]:
         """The ``k`` best BM25 matches for ``text`` in ``scope``, best first."""
 

@@ -97,13 +97,17 @@ class ChromaStore:
     def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
         """Nearest neighbours in ``scope`` (everything when ``None``); score is cosine
         similarity (1 - distance), of the chunk's best piece."""
-        nearest = self.nearest(vector, k, scope)
-        if not nearest:
+        return self.hits(self.nearest(vector, k, scope))
+
+    def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
+        """Hits for these (chunk id, cosine) pairs, in their order; an id not stored is
+        left out."""
+        if not scored:
             return []
-        found = self._by_ids([i for i, _ in nearest])
+        found = self._by_ids([i for i, _ in scored])
         rows = {i: (text, meta) for i, text, meta in
                 zip(found["ids"], found["documents"], found["metadatas"], strict=True)}
-        return [_hit(*rows[i], 1.0 - score) for i, score in nearest if i in rows]
+        return [_hit(*rows[i], 1.0 - score) for i, score in scored if i in rows]
 
     @_resilient
     def _by_ids(self, ids: list[str]) -> Any:

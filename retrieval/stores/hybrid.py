@@ -57,12 +57,20 @@ class HybridStore:
             self.lexical.delete_many(generations)
 
     def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
-        """Dense nearest neighbours: ids and scores from Chroma, the rest from the copy
-        the lexical index keeps (a fraction of what Chroma takes to return it)."""
-        nearest = self.vectors.nearest(vector, k, scope)
-        hits = self.lexical.hits(nearest)
-        if len(hits) < len(nearest):  # a chunk not in the lexical index yet (being written)
-            return self.vectors.query(vector, k, scope)
+        """Dense nearest neighbours, best first."""
+        return self.hits(self.nearest(vector, k, scope))
+
+    def nearest(self, vector: np.ndarray, k: int, scope: Scope | None = None
+                ) -> list[tuple[str, float]]:
+        """Chunk ids and cosine similarities of the ``k`` nearest chunks, from Chroma."""
+        return self.vectors.nearest(vector, k, scope)
+
+    def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
+        """Hits for these (chunk id, score) pairs, in their order, read from the copy the
+        lexical index keeps (a fraction of what Chroma takes to return them)."""
+        hits = self.lexical.hits(scored)
+        if len(hits) < len(scored):  # a chunk not in the lexical index yet (being written)
+            return self.vectors.hits(scored)
         return hits
 
     def lexical_query(self, text: str, k: int, scope: Scope | None = None) -> list[Hit]:

@@ -134,18 +134,39 @@ class MilvusStore:
             with self._writing:
                 self._client.delete(self.name, filter=where)
 
-    @_resilient
     def query(self, vector: np.ndarray, k: int, scope: Scope | None = None) -> list[Hit]:
         """Nearest neighbours in ``scope``; the score is cosine similarity."""
+        return [_hit(row["entity"], row["distance"]) for row in self._nearest(
+            vector, k, scope, HIT_FIELDS)]
+
+    def nearest(self, vector: np.ndarray, k: int, scope: Scope | None = None
+                ) -> list[tuple[str, float]]:
+        """Chunk ids and cosine similarities of the ``k`` nearest chunks in ``scope``."""
+        return [(str(row["id"]), float(row["distance"]))
+                for row in self._nearest(vector, k, scope, [])]
+
+    @_resilient
+    def _nearest(self, vector: np.ndarray, k: int, scope: Scope | None, fields: list[str]
+                 ) -> list[dict[str, Any]]:
         if k <= 0 or (scope is not None and scope.nothing):
             return []
         params = {"metric_type": "COSINE", "params": {"ef": max(100, k)}}
         found = self._client.search(
             self.name, data=[np.asarray(vector, dtype=np.float32).tolist()], anns_field="vector",
-            limit=k, filter=_scope_filter(scope), output_fields=HIT_FIELDS,
-            search_params=params,
+            limit=k, filter=_scope_filter(scope), output_fields=fields, search_params=params,
         )
-        return [_hit(row["entity"], row["distance"]) for row in found[0]]
+        return list(found[0])
+
+    @_resilient
+    def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
+        """Hits for these (chunk id, score) pairs, in their order; an id not stored is
+        left out."""
+        if not scored:
+            return []
+        where = f"id in [{', '.join(_quote(i) for i, _ in scored)}]"  # get() does not escape
+        rows = self._client.query(self.name, filter=where, output_fields=["id", *HIT_FIELDS])
+        by_id = {str(row["id"]): row for row in rows}
+        return [_hit(by_id[i], score) for i, score in scored if i in by_id]
 
     @_resilient
     def lexical_query(self, text: str, k: int, scope: Scope | None = None) -> list[Hit]:

@@ -7,11 +7,16 @@ leg's); the Chinese ones need the lexical leg, as the model is English-only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from ingest.pipeline import Source
 from retrieval.evaluation import ndcg_at
 from retrieval.fusion import Fusion
+from retrieval.search import CANDIDATES, live_hits
+from retrieval.types import Hit
 from tests.conftest import MakeKb, write
 
 PASSAGES = {
@@ -58,3 +63,39 @@ def test_hybrid_is_never_below_the_better_leg(make_kb: MakeKb, tmp_path: Path) -
         quality[mode] = total / len(QUERIES)
     assert quality["hybrid"] >= max(quality["dense"], quality["lexical"]), quality
     assert quality["hybrid"] > 0.8, quality
+
+
+def test_hybrid_reads_only_the_dense_chunks_it_returns(
+    make_kb: MakeKb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dense leg brings ids and scores; only the chunks that make the results and
+    that the lexical leg did not bring are read, and the results are those of fusing
+    whole hits."""
+    kb = make_kb()
+    kb.ingest([Source(f"file:{name}", f"{name}.txt", write(tmp_path / f"{name}.txt", text))
+               for name, text in PASSAGES.items()])
+    kb.fusion = fusion = Fusion(0.5, 0.1, frozenset({"latin"}))
+    store, k = kb.store, 3
+    read: list[str] = []
+    hits = store.hits
+
+    def spied(scored: Sequence[tuple[str, float]]) -> list[Hit]:
+        read.extend(chunk_id for chunk_id, _ in scored)
+        return hits(scored)
+
+    reads = 0
+    for query in QUERIES:
+        vector = kb.embedder.embed_query(query)
+        dense = live_hits(lambda n, v=vector: store.query(v, n), CANDIDATES["dense"],
+                          kb.catalog.current_generations, k)
+        lexical = live_hits(lambda n, q=query: store.lexical_query(q, n),
+                            CANDIDATES["lexical"], kb.catalog.current_generations, k)
+        fused = fusion.fuse(query, dense, lexical, limit=2 * k)
+        read.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(store, "hits", spied)
+            found = kb.search(query, k)
+        assert list(found) == fused[:k], query  # text, source, page, scores and ranks
+        assert set(read) <= {h.id for h in fused} - {h.id for h in lexical}, query
+        reads += bool(read)
+    assert reads  # some results came from the dense leg alone

@@ -15,7 +15,7 @@ from retrieval.stores import SHARED, StoreBackend
 from retrieval.stores.chroma import ChromaBackend, ChromaStore
 from retrieval.stores.hybrid import HybridStore
 from retrieval.stores.milvus import MilvusBackend
-from retrieval.types import Chunk, Scope
+from retrieval.types import Candidate, Chunk, Scope
 from tests.conftest import chroma_only, start_chroma, start_milvus
 
 
@@ -145,6 +145,21 @@ def test_dense_hits_read_from_the_lexical_copy_match_chroma_rows(
     hits = store.query(vectors[0], 2)
     assert {h.document_id for h in hits} == {"a", "c"}
     assert hits == store.vectors.query(vectors[0], 2)
+
+
+def test_nearest_ids_read_back_as_the_hits_query_returns(store_backend: StoreBackend) -> None:
+    store = store_backend.open(unique("kb_nearest"), DIM)
+    batch = chunks("a", 1, 3) + chunks(ODD, 2, 3)
+    vectors = unit(np.random.default_rng(11), len(batch))
+    store.add(batch, vectors)
+    nearest = store.nearest(vectors[4], 4)
+    assert [Candidate.of(i, s).id for i, s in nearest] == [i for i, _ in nearest]
+    assert Candidate.of(nearest[0][0], 1.0).document_id == ODD
+    assert store.hits(nearest) == store.query(vectors[4], 4)
+    # In the order asked for, an id not stored left out.
+    shuffled = [nearest[2], (f"{ODD}:9:0", 0.5), nearest[0]]
+    assert [h.id for h in store.hits(shuffled)] == [nearest[2][0], nearest[0][0]]
+    assert store.hits([]) == []
 
 
 @pytest.mark.parametrize("leg", ["dense", "lexical"])
