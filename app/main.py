@@ -117,5 +117,5 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """Serve the API until SIGTERM or Ctrl-C."""
     app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_level="info",
-                            timeout_graceful_shutdown=10)
+                            access_log=settings.access_log, timeout_graceful_shutdown=10)
     _StoppingServer(config, app).run()

@@ -40,13 +40,17 @@ def test_serve_ingest_search_and_busy_data_dir(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
+    out, err = server.communicate(timeout=10)
+    assert "Application startup complete" in err
+    assert "POST /v1/search" not in out + err  # no access log unless KB_ACCESS_LOG is set
 
 
 def start(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], str]:
     """`kb serve` on a free port with extra settings; returns it and its URL once ready."""
     port = free_port()
     full = {**os.environ, "KB_DATA_DIR": str(tmp_path / "data"), "KB_PORT": str(port), **env}
-    server = subprocess.Popen([str(KB), "serve"], env=full, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([str(KB), "serve"], env=full, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     wait_until_up(server, f"{base}/readyz", 90)
     return server, base
@@ -98,7 +102,7 @@ def test_a_client_that_hangs_up_cancels_its_upload(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigterm_cancels_the_running_job_and_exits_promptly(tmp_path: Path) -> None:
-    server, base = start(tmp_path, KB_PARSE_CPU_SECONDS="600")
+    server, base = start(tmp_path, KB_PARSE_CPU_SECONDS="600", KB_ACCESS_LOG="true")
     slow = make_slow_pdf(tmp_path / "slow.pdf", pages=1000, operations=300_000).read_bytes()
     files = [("files", ("a.txt", b"Apples are red.")), ("files", ("slow.pdf", slow))]
     job = httpx.post(f"{base}/v1/documents", files=files).json()
@@ -111,6 +115,7 @@ def test_sigterm_cancels_the_running_job_and_exits_promptly(tmp_path: Path) -> N
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=30)
     assert time.monotonic() - stopped < 10
+    assert '"GET /v1/jobs/' in server.communicate(timeout=10)[0]  # KB_ACCESS_LOG: on stdout
     data = tmp_path / "data"
     with closing(sqlite3.connect(data / "jobs.sqlite3")) as db:
         status, error = db.execute("SELECT status, error FROM jobs").fetchone()
