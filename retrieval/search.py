@@ -87,7 +87,8 @@ def search(
         depth[DENSE], current, k,
     )
     lexical = pending.result()
-    # Each leg dropped its own repeats; the two may have kept different copies.
+    # Repeated texts (the same file stored twice) go once the results are read: the
+    # dense leg's candidates have no text yet, and the legs may keep different copies.
     fuse = (fusion or Fusion()).fuse
     hits = _distinct(_read(store, fuse(query, dense, lexical, limit=2 * k)))
     if len(hits) < k:  # many copies among the best: fuse everything
