@@ -139,5 +139,10 @@ def embed_pieces(embedder: Embedder, texts: Sequence[Sequence[str]]) -> list[np.
     """Each chunk's vectors, one row per piece, in one call; ``texts``: each chunk's
     pieces (``PieceCutter.split``)."""
     vectors = embedder.embed_documents([t for group in texts for t in group])
-    bounds = np.cumsum([0, *(len(group) for group in texts)])
+    return grouped(vectors, [len(group) for group in texts])
+
+
+def grouped(vectors: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """Rows of ``vectors`` cut into consecutive groups of ``sizes`` rows (each chunk's)."""
+    bounds = np.cumsum([0, *sizes])
     return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

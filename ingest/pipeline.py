@@ -34,9 +34,9 @@ from ingest.claims import Claims
 from ingest.loaders import Limits, detect_type
 from ingest.ocr import PageCounts
 from ingest.originals import Originals
-from ingest.pieces import PieceCutter, embed_pieces
+from ingest.pieces import PieceCutter, grouped
 from ingest.workers import Cancel, ChunkPlan, Parser, never
-from retrieval.embedders import Embedder
+from retrieval.embedders import Embedder, Queued
 from retrieval.errors import Cancelled, InvalidDocument
 from retrieval.stores import ChunkVectors, VectorStore
 from retrieval.types import Chunk, Segment
@@ -161,6 +161,7 @@ class _Pending:
     """A batch being embedded, and the documents complete once it is written."""
 
     batch: list[Chunk]
+    queued: Queued  # with the embedder
     vectors: Future[ChunkVectors]
     ended: list[str]
 
@@ -243,6 +244,8 @@ class Pipeline:
             raise
         finally:
             stop.set()
+            if state.pending is not None:  # rolled back: its vectors are not wanted
+                state.pending.queued.cancel()
             state.embedding.shutdown(wait=False, cancel_futures=True)
             producer.join(timeout=10)
             self.claims.release_all(self)
@@ -465,21 +468,28 @@ class Pipeline:
         # one is written: the embedder never waits for a write. Writing first left
         # it idle for each batch's write, 3.5 s of a 40 s ingest of 1,000 abstracts.
         previous = state.pending
-        state.pending = _Pending(batch, self._embed(batch, state.embedding), ended)
+        state.pending = _Pending(batch, *self._embed(batch, state.embedding), ended)
         if previous is not None:
             self._write(previous, state, report)
 
-    def _embed(self, batch: list[Chunk], embedding: ThreadPoolExecutor) -> Future[ChunkVectors]:
-        """The batch's vectors to come: one per chunk, or one per dense piece of each.
+    def _embed(self, batch: list[Chunk], embedding: ThreadPoolExecutor
+               ) -> tuple[Queued, Future[ChunkVectors]]:
+        """The batch queued with the embedder, and its vectors to come: one per chunk, or
+        one per dense piece of each.
 
         Pieces are cut here, while the embedder is still on the batch before:
         cut on the embedding thread, beside the write of that batch, a cut took
-        four to six times as long (the GIL), and the embedder waited for it.
+        four to six times as long (the GIL), and the embedder waited for it. The
+        batch is queued here too, behind that one: queued only once the thread
+        waiting for it was free, it waited for the GIL while the writer held it
+        through Chroma's upsert of the batch before, and the embedder idled.
         """
         if self.pieces is None:
-            return embedding.submit(self.embedder.embed_documents,
-                                    [c.indexed_text for c in batch])
-        return embedding.submit(embed_pieces, self.embedder, self.pieces.split(batch))
+            queued = self.embedder.queue_documents([c.indexed_text for c in batch])
+            return queued, embedding.submit(queued.wait)
+        texts = self.pieces.split(batch)
+        queued = self.embedder.queue_documents([t for group in texts for t in group])
+        return queued, embedding.submit(lambda: grouped(queued.wait(), [len(g) for g in texts]))
 
     def _write_pending(self, state: _State, report: Callable[[Outcome], None]) -> None:
         """Write the batch being embedded, then commit the documents it completes."""
@@ -490,7 +500,12 @@ class Pipeline:
     def _write(self, pending: _Pending, state: _State, report: Callable[[Outcome], None]
                ) -> None:
         """Write an embedded batch, then commit the documents it completes."""
-        self.store.add(pending.batch, pending.vectors.result())
+        try:
+            vectors = pending.vectors.result()
+        except BaseException:  # Ctrl-C or a failure: what is still queued is not wanted
+            pending.queued.cancel()
+            raise
+        self.store.add(pending.batch, vectors)
         self._commit(state, pending.ended, report)
 
     def _commit(self, state: _State, ended: list[str], report: Callable[[Outcome], None]

@@ -14,6 +14,7 @@ from pathlib import Path
 from retrieval.embedders.base import (
     DEFAULT_MODEL,
     Embedder,
+    Queued,
     fast_tokenizer,
     format_query,
     tokenizer_file,
@@ -23,7 +24,7 @@ from retrieval.embedders.remote import OpenAIEmbedder
 from retrieval.errors import ConfigurationError
 
 __all__ = [
-    "DEFAULT_MODEL", "Embedder", "LocalEmbedder", "OpenAIEmbedder", "fast_tokenizer",
+    "DEFAULT_MODEL", "Embedder", "LocalEmbedder", "OpenAIEmbedder", "Queued", "fast_tokenizer",
     "format_query", "make_embedder", "resolve_local_model", "tokenizer_file",
 ]
 

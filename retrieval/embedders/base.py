@@ -59,8 +59,22 @@ class Embedder(ABC):
         """Embed one search query, with the query instruction when configured."""
         return self.embed([format_query(self.query_instruction, query)])[0]
 
+    def queue_documents(self, texts: Sequence[str]) -> Queued:
+        """``embed_documents``, queued now where the embedder keeps a queue of its own, so
+        a batch waits behind the one being embedded, not behind whoever would wait for it;
+        ``wait()`` gives the vectors. By default the work starts at ``wait()``."""
+        return Queued(lambda: self.embed_documents(texts))
+
     def close(self) -> None:  # noqa: B027 - optional: most embedders hold nothing
         """Stop background threads and release connections (nothing by default)."""
+
+
+class Queued:
+    """Vectors on their way: ``wait()`` for them; ``cancel()`` drops work not started."""
+
+    def __init__(self, wait: Callable[[], np.ndarray],
+                 cancel: Callable[[], None] = lambda: None) -> None:
+        self.wait, self.cancel = wait, cancel
 
 
 def tokenizer_file(path: Path) -> Path:

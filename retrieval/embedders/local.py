@@ -23,6 +23,7 @@ from retrieval.embedders import onnx_model
 from retrieval.embedders.base import (
     DEFAULT_MODEL,
     Embedder,
+    Queued,
     fast_tokenizer,
     format_query,
     tokenizer_file,
@@ -87,19 +88,33 @@ class LocalEmbedder(Embedder):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Encode in length-sorted mini-batches, normalised for cosine distance."""
+        return self._queue(texts).wait()
+
+    def queue_documents(self, texts: Sequence[str]) -> Queued:
+        """Document chunks into the encode thread's queue now (see ``Embedder``)."""
+        return self._queue(texts)
+
+    def _queue(self, texts: Sequence[str]) -> Queued:
         texts = list(texts)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # as encode() sorts
         parts = [order[i : i + BULK_BATCH] for i in range(0, len(order), BULK_BATCH)]
         futures = [self._submit(self._bulk, [texts[i] for i in part]) for part in parts]
-        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        try:
-            for part, future in zip(parts, futures, strict=True):
-                vectors[part] = future.result()
-        except BaseException:  # Ctrl-C or a failure: the rest is not wanted
+
+        def cancel() -> None:
             for future in futures:
                 future.cancel()
-            raise
-        return vectors
+
+        def wait() -> np.ndarray:
+            vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+            try:
+                for part, future in zip(parts, futures, strict=True):
+                    vectors[part] = future.result()
+            except BaseException:  # Ctrl-C or a failure: the rest is not wanted
+                cancel()
+                raise
+            return vectors
+
+        return Queued(wait, cancel)
 
     def embed_query(self, query: str) -> np.ndarray:
         """Embed a search query ahead of any document chunks, batched with other queries."""

@@ -19,7 +19,7 @@ from ingest.commit import CatalogCommitter
 from ingest.loaders import Limits
 from ingest.pipeline import Outcome, Source
 from ingest.workers import Cancel, ChunkPlan, ParseBudget, Parser, ParserPool, never
-from retrieval.embedders import Embedder
+from retrieval.embedders import Embedder, Queued
 from retrieval.errors import ExtractionFailed
 from retrieval.stores.hybrid import HybridStore
 from retrieval.types import Chunk, Segment
@@ -286,6 +286,66 @@ def test_an_idle_embedder_is_sent_a_batch_before_it_is_full(
     assert [o.status for o in outcomes] == ["added"] * len(files)
     assert written[0] == 4 and sum(written) == kb.catalog.counts()["chunks"] > 4
     assert_consistent(kb)
+
+
+def queue_and_writes(kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch, log: list[str],
+                     interrupt_write: bool = False) -> None:
+    """Note in ``log`` each batch queued with the embedder, each write, and each queued
+    batch cancelled; the first write raises Ctrl-C when ``interrupt_write``."""
+    queue, add = kb.embedder.queue_documents, kb.store.add
+
+    def noting_queue(texts: Sequence[str]) -> Queued:
+        queued = queue(texts)
+        number = sum(e.startswith("queued") for e in log) + 1
+        log.append(f"queued {number}")
+
+        def cancel() -> None:
+            log.append(f"cancelled {number}")
+            queued.cancel()
+
+        return Queued(queued.wait, cancel)
+
+    def noting_add(chunks: Sequence[Chunk], vectors: Any) -> None:
+        log.append("written")
+        if interrupt_write:
+            raise KeyboardInterrupt
+        add(chunks, vectors)
+
+    monkeypatch.setattr(kb.embedder, "queue_documents", noting_queue)
+    monkeypatch.setattr(kb.store, "add", noting_add)
+    monkeypatch.setattr(pipeline, "POLL_SECONDS", 30)  # batches are full ones
+    monkeypatch.setattr(pipeline, "EAGER_CHUNKS", 10**6)
+
+
+def test_a_batch_is_queued_with_the_embedder_before_the_one_before_it_is_written(
+    make_kb: MakeKb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued only once a thread was free to wait for it, the next batch waited for the
+    GIL that the writer held through Chroma's upsert, and the embedder idled."""
+    kb = make_kb(batch_size=8)
+    files = [write(tmp_path / f"d{i}.txt", f"Document {i}. " + PARIS) for i in range(30)]
+    log: list[str] = []
+    queue_and_writes(kb, monkeypatch, log)
+    outcomes = kb.ingest([src(p) for p in files])
+    assert [o.status for o in outcomes] == ["added"] * len(files)
+    writes = [i for i, event in enumerate(log) if event == "written"]
+    assert len(writes) >= 3
+    for number, at in enumerate(writes[:-1], 1):  # the next batch is queued before
+        assert f"queued {number + 1}" in log[:at], log
+    assert_consistent(kb)
+
+
+def test_ctrl_c_while_writing_drops_the_batch_queued_behind(
+    make_kb: MakeKb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kb = make_kb(batch_size=8)
+    files = [write(tmp_path / f"d{i}.txt", f"Document {i}. " + PARIS) for i in range(12)]
+    log: list[str] = []
+    queue_and_writes(kb, monkeypatch, log, interrupt_write=True)
+    with pytest.raises(KeyboardInterrupt):
+        kb.ingest([src(p) for p in files])
+    assert log[:3] == ["queued 1", "queued 2", "written"] and "cancelled 2" in log, log
+    assert kb.catalog.counts()["chunks"] == 0
 
 
 class InterruptAfterBegin:
