@@ -135,13 +135,6 @@ def _nearest(positions: Sequence[int], prefix: Callable[[int], int], target: flo
     return min(near, key=lambda p: abs(prefix(p) - target))
 
 
-def embed_pieces(embedder: Embedder, texts: Sequence[Sequence[str]]) -> list[np.ndarray]:
-    """Each chunk's vectors, one row per piece, in one call; ``texts``: each chunk's
-    pieces (``PieceCutter.split``)."""
-    vectors = embedder.embed_documents([t for group in texts for t in group])
-    return grouped(vectors, [len(group) for group in texts])
-
-
 def grouped(vectors: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     """Rows of ``vectors`` cut into consecutive groups of ``sizes`` rows (each chunk's)."""
     bounds = np.cumsum([0, *sizes])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.pieces import PieceCutter, embed_pieces
+from ingest.pieces import PieceCutter, grouped
 from retrieval.embedders import Embedder
 from retrieval.types import Chunk
 from tests.conftest import TEST_PIECE_TOKENS, MakeKb, write
@@ -53,8 +53,10 @@ def test_text_without_spaces_is_cut_between_characters(embedder: Embedder) -> No
 def test_embedded_pieces_are_the_model_s_vectors_of_each_piece(embedder: Embedder) -> None:
     chunks = [Chunk("d", "d.txt", i, text, 0, len(text)) for i, text in enumerate([TEXT, PARIS])]
     cutter = PieceCutter.of(embedder, 32)
-    grouped = embed_pieces(embedder, cutter.split(chunks))
-    for chunk, vectors in zip(chunks, grouped, strict=True):
+    texts = cutter.split(chunks)
+    vectors_of = grouped(embedder.embed_documents([t for g in texts for t in g]),
+                         [len(g) for g in texts])
+    for chunk, vectors in zip(chunks, vectors_of, strict=True):
         texts = cutter.texts(chunk)
         assert vectors.shape == (len(texts), embedder.dimension)
         alone = embedder.embed_documents(texts)  # int8 ONNX: padding moves the last digits
